@@ -1,0 +1,136 @@
+"""What Clearance does with each ICAP request: route it, judge it, and choose the answer.
+
+The asyncio server feeds requests in and writes answers out; this module holds no sockets, so `explain`
+runs the very same code on a request it builds itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from blockpages.render import BlockPage, render_block_page
+from policy.decision import Action, Decision, Reason, decide
+from policy.hosts import request_host
+from policy.identity import Identity, identify
+from policy.store import PolicyStore
+
+from . import responses
+from .config import Config
+from .protocol import Request, Response
+
+SERVICES: dict[str, frozenset[str]] = {
+    "/reqmod": frozenset({"REQMOD"}),
+    "/respmod": frozenset({"RESPMOD"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome for one request, before it becomes bytes; also what gets logged."""
+
+    status: int  # the ICAP status when routing fails (404, 405), else 0
+    identity: Identity
+    host: str | None = None
+    decision: Decision | None = None
+    version: int = 0
+    reference: str | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self.decision is not None and self.decision.blocked
+
+    def log_fields(self) -> dict[str, object]:
+        decision = self.decision
+        return {
+            "decision": str(decision.action) if decision else None,
+            "reason": str(decision.reason) if decision else None,
+            "user": self.identity.user,
+            "client_ip": self.identity.client_ip,
+            "host": self.host,
+            "category": decision.category if decision else None,
+            "approval_id": decision.approval_id if decision else None,
+            "reference": self.reference,
+        }
+
+
+NO_IDENTITY = Identity(user=None, client_ip=None)
+PASS_THROUGH = Decision(Action.PASS, Reason.NOT_RESTRICTED)
+
+
+class Application:
+    def __init__(self, config: Config, store: PolicyStore) -> None:
+        self.config = config
+        self.store = store
+        self.restricted = frozenset(config.policy.restricted_categories)
+        self.timezone = ZoneInfo(config.policy.timezone)
+        self.last_version = 0
+
+    @property
+    def istag(self) -> str:
+        return responses.istag(self.last_version)
+
+    async def evaluate(self, request: Request, now: datetime) -> Verdict:
+        """Route and judge a request; may raise on a Redis failure (the server answers 500)."""
+        methods = SERVICES.get(request.service)
+        if methods is None:
+            return Verdict(status=404, identity=NO_IDENTITY)
+        if request.method == "OPTIONS":
+            self.last_version = await self.store.version()
+            return Verdict(status=0, identity=NO_IDENTITY, version=self.last_version)
+        if request.method not in methods:
+            return Verdict(status=405, identity=NO_IDENTITY)
+        identity = identify(request.headers, self.config.identity)
+        if request.method == "RESPMOD" or request.http_request is None:
+            return Verdict(status=0, identity=identity, decision=PASS_THROUGH, version=self.last_version)
+        http = request.http_request
+        host = request_host(http.method, http.target, http.headers.get("Host"))
+        lookup = await self.store.lookup(host, identity.user)
+        self.last_version = lookup.version
+        decision = decide(lookup.match, self.restricted, lookup.approvals, now)
+        reference = secrets.token_hex(6) if decision.blocked else None
+        return Verdict(0, identity, host, decision, lookup.version, reference)
+
+    def keeps_body(self, request: Request, verdict: Verdict) -> bool:
+        """The body is only kept when it must be echoed back: a pass the client did not allow a 204 for."""
+        return not verdict.status and not verdict.blocked and "204" not in request.allow
+
+    def respond(
+        self, request: Request, verdict: Verdict, can_send_204: bool, body: bytes | None, now: datetime
+    ) -> Response:
+        tag = responses.istag(verdict.version)
+        if verdict.status:
+            return responses.error(tag, verdict.status)
+        if request.method == "OPTIONS":
+            methods = ", ".join(sorted(SERVICES[request.service]))
+            server = self.config.server
+            return responses.options(tag, methods, server.max_connections, server.options_ttl)
+        if verdict.blocked:
+            assert verdict.decision is not None and verdict.reference is not None
+            return responses.http_forbidden(
+                tag, self.block_page(verdict, now), "text/html; charset=utf-8", verdict.reference
+            )
+        if can_send_204:
+            return responses.no_content(tag)
+        return responses.unmodified(tag, request, body if request.has_body else None)
+
+    def block_page(self, verdict: Verdict, now: datetime) -> bytes:
+        assert verdict.decision is not None and verdict.reference is not None
+        organisation = self.config.organisation
+        return render_block_page(
+            BlockPage(
+                organisation_en=organisation.name_en,
+                organisation_zh=organisation.name_zh,
+                host=verdict.host or "",
+                category=verdict.decision.category or "",
+                user=verdict.identity.user,
+                reason=str(verdict.decision.reason),
+                reference=verdict.reference,
+                time=now.astimezone(self.timezone),
+                how_to_request_en=organisation.how_to_request_en,
+                how_to_request_zh=organisation.how_to_request_zh,
+                contact=organisation.contact,
+            )
+        )

@@ -1,0 +1,333 @@
+"""The `clearance` command: run the filter, and manage categories and approvals.
+
+Bad input gets one clear line on stderr and exit code 2, and nothing is written: every argument and every
+line of a list file is checked before the first write to Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from policy.categories import ListError, default_list, parse_host_entry, parse_host_list, validate_category
+from policy.identity import normalise_username
+from policy.store import PolicyStore, StoreError
+
+from . import __version__
+from .config import Config, ConfigError, load_config, parse_listen
+from .embedded_redis import EmbeddedRedisError, ensure_embedded_redis
+from .logs import configure_logging
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the admin: reported as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clearance",
+        description="ICAP web-content filter: restricted categories pass only with a department head's approval.",
+    )
+    parser.add_argument("--version", action="version", version=f"clearance {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="config file (default: $CLEARANCE_CONFIG, ./config.yaml)")
+    parser.add_argument("--redis", metavar="URL", help="Redis URL (default: $CLEARANCE_REDIS_URL, redis.url, embedded)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the ICAP server")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default: server.listen)")
+
+    categories = commands.add_parser("categories", help="manage category lists").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    add = categories.add_parser("add", help="add hosts to a category")
+    add.add_argument("category")
+    add.add_argument("hosts", nargs="+", metavar="HOST")
+    load = categories.add_parser("load", help="add every host of a list file (one per line, # comments)")
+    load.add_argument("category")
+    load.add_argument("file", type=Path)
+    lookup = categories.add_parser("lookup", help="show which list entry and categories govern a URL or host")
+    lookup.add_argument("url")
+    categories.add_parser("stats", help="entries per category")
+
+    approvals = commands.add_parser("approvals", help="grant, revoke and list approvals").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    grant = approvals.add_parser("grant", help="grant a user access to a restricted category")
+    grant.add_argument("--user", required=True)
+    grant.add_argument("--category", required=True)
+    until = grant.add_mutually_exclusive_group(required=True)
+    until.add_argument("--until", metavar="YYYY-MM-DD", help="last day of validity (inclusive, local time)")
+    until.add_argument("--days", type=int, metavar="N", help="valid for N days from now")
+    grant.add_argument("--approver", required=True, help="the department head approving")
+    grant.add_argument("--reason", required=True, help="the business need")
+    revoke = approvals.add_parser("revoke", help="revoke an approval now")
+    revoke.add_argument("id")
+    revoke.add_argument("--by", required=True)
+    revoke.add_argument("--reason")
+    listing = approvals.add_parser("list", help="list approvals")
+    listing.add_argument("--user")
+
+    explain = commands.add_parser("explain", help="the decision for a URL and why (same path as serve)")
+    explain.add_argument("url")
+    explain.add_argument("--user")
+    explain.add_argument("--client-ip")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.redis)
+        return run(args, config)
+    except (UsageError, ConfigError, EmbeddedRedisError, StoreError) as error:
+        print(f"clearance: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    if args.command == "serve":
+        from .serve import run_server
+
+        listen = args.listen or config.server.listen
+        try:
+            host, port = parse_listen(listen)
+        except ValueError as error:
+            raise UsageError(f"--listen: {error}") from None
+        configure_logging(config.logging.level, config.logging.format)
+        return run_server(config, redis_url(config), host, port)
+    handler = HANDLERS[(args.command, getattr(args, "action", None))]
+    prepared = handler(args, config)  # validates everything before any connection is made
+    return asyncio.run(with_store(config, prepared))
+
+
+def redis_url(config: Config) -> str:
+    return config.redis.url or ensure_embedded_redis(config.redis.embedded_dir)
+
+
+StoreAction = Callable[[PolicyStore], Awaitable[int]]
+
+
+async def with_store(config: Config, action: StoreAction) -> int:
+    store = PolicyStore.from_url(redis_url(config), config.redis.key_prefix)
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+# ---- categories ----------------------------------------------------------------------------
+
+
+def checked_category(name: str) -> str:
+    try:
+        return validate_category(name)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def categories_add(args: argparse.Namespace, config: Config) -> StoreAction:
+    category = checked_category(args.category)
+    hosts = []
+    for text in args.hosts:
+        host = parse_host_entry(text)
+        if host is None:
+            raise UsageError(f"{text!r} is not a host name or IP address")
+        hosts.append(host)
+    return lambda store: report_added(store, category, hosts)
+
+
+def categories_load(args: argparse.Namespace, config: Config) -> StoreAction:
+    category = checked_category(args.category)
+    try:
+        with args.file.open(encoding="utf-8") as handle:
+            hosts = parse_host_list(handle)
+    except OSError as error:
+        raise UsageError(f"{args.file}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{args.file}: not UTF-8 text") from None
+    except ListError as error:
+        raise UsageError(f"{args.file}: {error}") from None
+    return lambda store: report_added(store, category, hosts)
+
+
+async def report_added(store: PolicyStore, category: str, hosts: list[str]) -> int:
+    added = await store.add_hosts(category, hosts)
+    print(f"{category}: {added} added, {len(hosts) - added} already listed")
+    return 0
+
+
+def categories_lookup(args: argparse.Namespace, config: Config) -> StoreAction:
+    from policy.hosts import request_host
+
+    target = args.url if "://" in args.url else f"http://{args.url}/"
+    host = request_host("GET", target, None)
+    if host is None:
+        raise UsageError(f"cannot find a host in {args.url!r}")
+
+    async def action(store: PolicyStore) -> int:
+        found = await store.lookup(host, None)
+        if found.match.entry is None:
+            print(f"{host}: no category")
+        else:
+            print(f"{host}: {', '.join(sorted(found.match.categories))} (list entry {found.match.entry})")
+        return 0
+
+    return action
+
+
+def categories_stats(args: argparse.Namespace, config: Config) -> StoreAction:
+    async def action(store: PolicyStore) -> int:
+        for name, size in (await store.category_sizes()).items():
+            print(f"{name}\t{size}")
+        return 0
+
+    return action
+
+
+async def load_default_lists(store: PolicyStore, config: Config) -> dict[str, int]:
+    """Load the shipped lists into an empty store, once (an admin who empties a list keeps it empty)."""
+    marker = store.key("meta", "defaults-loaded")
+    if not config.policy.load_default_lists or await store.client.exists(marker):
+        return {}
+    loaded: dict[str, int] = {}
+    if await store.is_empty():
+        for category in config.policy.restricted_categories:
+            try:
+                hosts = default_list(category)
+            except FileNotFoundError:
+                continue  # no shipped list for a category the admin invented
+            loaded[category] = await store.add_hosts(category, hosts)
+    await store.client.set(marker, datetime.now(UTC).isoformat())
+    return loaded
+
+
+# ---- approvals -----------------------------------------------------------------------------
+
+
+def approvals_grant(args: argparse.Namespace, config: Config) -> StoreAction:
+    user = normalise_username(args.user, config.identity)
+    if not user:
+        raise UsageError("--user must not be empty")
+    category = checked_category(args.category)
+    if category not in config.policy.restricted_categories:
+        restricted = ", ".join(config.policy.restricted_categories)
+        raise UsageError(f"category {category!r} is not restricted, so it needs no approval (restricted: {restricted})")
+    approver = args.approver.strip()
+    reason = args.reason.strip()
+    if not approver:
+        raise UsageError("--approver must not be empty")
+    if not reason:
+        raise UsageError("--reason must not be empty")
+    now = datetime.now(UTC)
+    expires_at = expiry(args.until, args.days, ZoneInfo(config.policy.timezone), now)
+
+    async def action(store: PolicyStore) -> int:
+        approval = await store.grant(user, category, expires_at, approver, reason, now)
+        print(approval.id)
+        return 0
+
+    return action
+
+
+def expiry(until: str | None, days: int | None, zone: ZoneInfo, now: datetime) -> datetime:
+    """`--until` is the last valid day, inclusive, in the configured time zone; `--days N` counts from now."""
+    if days is not None:
+        if days < 1 or days > 3660:
+            raise UsageError(f"--days must be between 1 and 3660, got {days}")
+        return now + timedelta(days=days)
+    assert until is not None
+    try:
+        last_day = date.fromisoformat(until)
+    except ValueError:
+        raise UsageError(f"--until: expected a date as YYYY-MM-DD, got {until!r}") from None
+    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), tzinfo=zone).astimezone(UTC)
+    if end <= now:
+        raise UsageError(f"--until {until} is in the past")
+    return end
+
+
+def approvals_revoke(args: argparse.Namespace, config: Config) -> StoreAction:
+    by = args.by.strip()
+    if not by:
+        raise UsageError("--by must not be empty")
+
+    async def action(store: PolicyStore) -> int:
+        approval = await store.revoke(args.id, by, args.reason)
+        print(f"{approval.id} revoked")
+        return 0
+
+    return action
+
+
+def approvals_list(args: argparse.Namespace, config: Config) -> StoreAction:
+    user = normalise_username(args.user, config.identity) if args.user else None
+    zone = ZoneInfo(config.policy.timezone)
+
+    async def action(store: PolicyStore) -> int:
+        now = datetime.now(UTC)
+        rows = [("ID", "USER", "CATEGORY", "STATE", "EXPIRES", "APPROVER", "REASON")]
+        for approval in await store.list_approvals(user):
+            expires = approval.expires_at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+            rows.append(
+                (
+                    approval.id,
+                    approval.user,
+                    approval.category,
+                    approval.state(now),
+                    expires,
+                    approval.approver,
+                    approval.reason,
+                )
+            )
+        print_table(rows)
+        return 0
+
+    return action
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+# ---- explain -------------------------------------------------------------------------------
+
+
+def explain(args: argparse.Namespace, config: Config) -> StoreAction:
+    from .explain import explain_request
+
+    url = args.url if "://" in args.url else f"http://{args.url}/"
+    user = args.user
+    if user and config.identity.username_encoding == "base64":
+        user = base64.b64encode(user.encode()).decode()
+
+    async def action(store: PolicyStore) -> int:
+        for line in await explain_request(config, store, url, user, args.client_ip):
+            print(line)
+        return 0
+
+    return action
+
+
+HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], StoreAction]] = {
+    ("categories", "add"): categories_add,
+    ("categories", "load"): categories_load,
+    ("categories", "lookup"): categories_lookup,
+    ("categories", "stats"): categories_stats,
+    ("approvals", "grant"): approvals_grant,
+    ("approvals", "revoke"): approvals_revoke,
+    ("approvals", "list"): approvals_list,
+    ("explain", None): explain,
+}

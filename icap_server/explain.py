@@ -1,0 +1,47 @@
+"""`clearance explain`: build the ICAP request Squid would send and run it through the server's own path."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from policy.store import PolicyStore
+
+from .application import Application
+from .config import Config
+from .protocol import ICAPConnection, Request
+
+
+def synthetic_request(url: str, user: str | None, client_ip: str | None, username_header: str) -> bytes:
+    """The bytes of a REQMOD for `GET url`, as Squid would send them."""
+    host = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
+    http = f"GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("latin-1")
+    icap = ["REQMOD icap://127.0.0.1/reqmod ICAP/1.0", "Host: 127.0.0.1", "Allow: 204"]
+    if client_ip:
+        icap.append(f"X-Client-IP: {client_ip}")
+    if user:
+        icap.append(f"{username_header}: {user}")
+    icap.append(f"Encapsulated: req-hdr=0, null-body={len(http)}")
+    return ("\r\n".join(icap) + "\r\n\r\n").encode("latin-1") + http
+
+
+async def explain_request(
+    config: Config, store: PolicyStore, url: str, user: str | None, client_ip: str | None
+) -> list[str]:
+    conn = ICAPConnection()
+    conn.receive_data(synthetic_request(url, user, client_ip, config.identity.username_header))
+    request = conn.next_event()
+    assert isinstance(request, Request)
+    now = datetime.now(UTC)
+    verdict = await Application(config, store).evaluate(request, now)
+    decision = verdict.decision
+    assert decision is not None
+    entry = f" (list entry {decision.matched_entry})" if decision.matched_entry else ""
+    return [
+        f"decision:  {decision.action}",
+        f"reason:    {decision.reason}",
+        f"host:      {verdict.host or '-'}",
+        f"category:  {decision.category or '-'}{entry}",
+        f"user:      {verdict.identity.user or '-'}",
+        f"client ip: {verdict.identity.client_ip or '-'}",
+        f"approval:  {decision.approval_id or '-'}",
+    ]

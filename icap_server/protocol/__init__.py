@@ -1,0 +1,44 @@
+"""Sans-I/O ICAP/1.0 (RFC 3507): bytes in, events out; responses to bytes. No sockets, no asyncio."""
+
+from .connection import ICAPConnection, Phase
+from .encapsulated import Encapsulated, parse_encapsulated
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .events import (
+    NEED_DATA,
+    PAUSED,
+    BodyData,
+    ConnectionClosed,
+    EndOfMessage,
+    EndOfPreview,
+    Event,
+    Request,
+    Response,
+)
+from .headers import Headers
+from .http import HTTPRequestHead, HTTPResponseHead, build_http_response_head
+from .serialize import REASONS, chunked
+
+__all__ = [
+    "NEED_DATA",
+    "PAUSED",
+    "REASONS",
+    "BodyData",
+    "ConnectionClosed",
+    "Encapsulated",
+    "EndOfMessage",
+    "EndOfPreview",
+    "Event",
+    "HTTPRequestHead",
+    "HTTPResponseHead",
+    "Headers",
+    "ICAPConnection",
+    "LocalProtocolError",
+    "Phase",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "Request",
+    "Response",
+    "build_http_response_head",
+    "chunked",
+    "parse_encapsulated",
+]

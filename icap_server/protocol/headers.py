@@ -1,0 +1,73 @@
+"""Header blocks shared by ICAP and the HTTP messages it encapsulates.
+
+Names compare case-insensitively but keep their original spelling, because an echoed HTTP request must leave
+the proxy exactly as it arrived.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from .errors import RemoteProtocolError
+
+# RFC 9110 token characters: what a header name (and an ICAP method) may be made of.
+TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class Headers:
+    """An ordered, case-insensitive multi-map of header fields."""
+
+    __slots__ = ("_fields", "_index")
+
+    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
+        self._fields: list[tuple[str, str]] = list(fields or [])
+        self._index: dict[str, list[str]] = {}
+        for name, value in self._fields:
+            self._index.setdefault(name.lower(), []).append(value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The field's value; repeated fields are joined with ", " as RFC 9110 allows for list fields."""
+        values = self._index.get(name.lower())
+        if not values:
+            return default
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self._index.get(name.lower(), ()))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
+
+    def tokens(self, name: str) -> frozenset[str]:
+        """A comma-separated token list (e.g. `Allow: 204, trailers`), lower-cased."""
+        return frozenset(
+            item.strip().lower() for value in self.get_all(name) for item in value.split(",") if item.strip()
+        )
+
+
+def parse_header_lines(lines: list[bytes], what: str) -> Headers:
+    """Parse `Name: value` lines (without their CRLF) into Headers; `what` names the block in errors."""
+    fields: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise RemoteProtocolError(400, f"obsolete line folding in {what} headers")
+        name, colon, value = line.partition(b":")
+        if not colon or not TOKEN_RE.match(name):
+            shown = line[:60].decode("latin-1")
+            raise RemoteProtocolError(400, f"malformed {what} header line: {shown!r}")
+        fields.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
+    return Headers(fields)
+
+
+def serialize_headers(fields: list[tuple[str, str]] | Headers) -> bytes:
+    return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in fields)

@@ -1,0 +1,72 @@
+"""The HTTP message heads an ICAP message carries: parsed from their section, and built for block pages."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import RemoteProtocolError
+from .headers import TOKEN_RE, Headers, parse_header_lines, serialize_headers
+
+HTTP_VERSION_RE = re.compile(r"^HTTP/\d\.\d$")
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequestHead:
+    method: str
+    target: str
+    version: str
+    headers: Headers
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponseHead:
+    version: str
+    status: int
+    reason: str
+    headers: Headers
+    raw: bytes
+
+
+def _split_head(raw: bytes, what: str) -> tuple[bytes, list[bytes]]:
+    if not raw.endswith(b"\r\n\r\n"):
+        raise RemoteProtocolError(400, f"the {what} section does not end where Encapsulated says it does")
+    start_line, *lines = raw[:-4].split(b"\r\n")
+    return start_line, lines
+
+
+def parse_http_request_head(raw: bytes) -> HTTPRequestHead:
+    start_line, lines = _split_head(raw, "req-hdr")
+    parts = start_line.split(b" ")
+    if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1]:
+        raise RemoteProtocolError(400, f"malformed encapsulated HTTP request line {start_line[:80]!r}")
+    version = parts[2].decode("latin-1")
+    if not HTTP_VERSION_RE.match(version):
+        raise RemoteProtocolError(400, f"unsupported encapsulated HTTP version {version!r}")
+    return HTTPRequestHead(
+        method=parts[0].decode("ascii"),
+        target=parts[1].decode("latin-1"),
+        version=version,
+        headers=parse_header_lines(lines, "encapsulated HTTP request"),
+        raw=raw,
+    )
+
+
+def parse_http_response_head(raw: bytes) -> HTTPResponseHead:
+    start_line, lines = _split_head(raw, "res-hdr")
+    version, _, rest = start_line.partition(b" ")
+    status_text, _, reason = rest.partition(b" ")
+    if not HTTP_VERSION_RE.match(version.decode("latin-1")) or not (len(status_text) == 3 and status_text.isdigit()):
+        raise RemoteProtocolError(400, f"malformed encapsulated HTTP status line {start_line[:80]!r}")
+    return HTTPResponseHead(
+        version=version.decode("latin-1"),
+        status=int(status_text),
+        reason=reason.decode("latin-1"),
+        headers=parse_header_lines(lines, "encapsulated HTTP response"),
+        raw=raw,
+    )
+
+
+def build_http_response_head(status: int, reason: str, headers: list[tuple[str, str]]) -> bytes:
+    return f"HTTP/1.1 {status} {reason}\r\n".encode("ascii") + serialize_headers(headers) + b"\r\n"

@@ -1,0 +1,73 @@
+"""ICAP responses to bytes: status line, headers, a computed Encapsulated header, chunked body."""
+
+from __future__ import annotations
+
+from .errors import LocalProtocolError
+from .events import Response
+from .headers import serialize_headers
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    404: "ICAP Service Not Found",
+    405: "Method Not Allowed For Service",
+    408: "Request Timeout",
+    500: "Server Error",
+    501: "Method Not Implemented",
+    503: "Service Overloaded",
+    505: "ICAP Version Not Supported",
+}
+
+CONTINUE_BYTES = b"ICAP/1.0 100 Continue\r\n\r\n"
+
+
+def chunked(body: bytes) -> bytes:
+    """A whole body as one chunk plus the terminating zero chunk."""
+    if not body:
+        return b"0\r\n\r\n"
+    return b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+
+
+def encapsulated_value(response: Response) -> str:
+    """Offsets computed from the bytes actually sent, so they cannot drift from the sections."""
+    items = []
+    offset = 0
+    if response.http_request_head is not None:
+        items.append(f"req-hdr={offset}")
+        offset += len(response.http_request_head)
+    if response.http_response_head is not None:
+        items.append(f"res-hdr={offset}")
+        offset += len(response.http_response_head)
+    if response.body is None:
+        items.append(f"null-body={offset}")
+    else:
+        kind = "res-body" if response.http_response_head is not None else "req-body"
+        items.append(f"{kind}={offset}")
+    return ", ".join(items)
+
+
+def serialize_response(response: Response, close: bool) -> bytes:
+    names = {name.lower() for name, _ in response.headers}
+    if "istag" not in names:
+        raise LocalProtocolError("every ICAP response must carry an ISTag header")
+    if "encapsulated" in names:
+        raise LocalProtocolError("Encapsulated is computed by the connection; do not set it")
+    if response.status == 204 and (
+        response.body is not None or response.http_response_head or response.http_request_head
+    ):
+        raise LocalProtocolError("a 204 response carries nothing encapsulated")
+    reason = REASONS.get(response.status, "Unknown")
+    headers = list(response.headers)
+    headers.append(("Encapsulated", encapsulated_value(response)))
+    if close and "connection" not in names:
+        headers.append(("Connection", "close"))
+    out = [f"ICAP/1.0 {response.status} {reason}\r\n".encode("ascii"), serialize_headers(headers), b"\r\n"]
+    if response.http_request_head is not None:
+        out.append(response.http_request_head)
+    if response.http_response_head is not None:
+        out.append(response.http_response_head)
+    if response.body is not None:
+        out.append(chunked(response.body))
+    return b"".join(out)

@@ -1,0 +1,83 @@
+"""The ICAP answers Clearance gives, as protocol Response values (the connection turns them into bytes)."""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+
+from . import __version__
+from .protocol import Request, Response, build_http_response_head
+
+SERVER = f"Clearance/{__version__}"
+
+
+def istag(version: int) -> str:
+    """ISTag for a policy version: quoted, at most 32 characters (RFC 3507 4.7), new whenever policy changes."""
+    return f'"CL-{version}"'
+
+
+class _DateCache:
+    """`Date` changes once a second; formatting it for every response would be wasted work."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._text = formatdate(second, usegmt=True)
+        return self._text
+
+
+_dates = _DateCache()
+
+
+def base_headers(tag: str) -> list[tuple[str, str]]:
+    return [("ISTag", tag), ("Date", _dates.now()), ("Server", SERVER)]
+
+
+def options(tag: str, methods: str, max_connections: int, options_ttl: int) -> Response:
+    headers = [
+        ("Methods", methods),
+        ("Service", f"Clearance {__version__} web-content filter"),
+        *base_headers(tag),
+        ("Max-Connections", str(max_connections)),
+        ("Options-TTL", str(options_ttl)),
+        ("Allow", "204"),
+        ("Preview", "0"),
+        ("Transfer-Preview", "*"),
+    ]
+    return Response(200, headers)
+
+
+def no_content(tag: str) -> Response:
+    return Response(204, base_headers(tag))
+
+
+def unmodified(tag: str, request: Request, body: bytes | None) -> Response:
+    """Pass a message on unchanged when 204 is not allowed: a 200 echoing it in full."""
+    if request.http_response is not None:
+        return Response(200, base_headers(tag), http_response_head=request.http_response.raw, body=body)
+    assert request.http_request is not None
+    return Response(200, base_headers(tag), http_request_head=request.http_request.raw, body=body)
+
+
+def error(tag: str, status: int) -> Response:
+    return Response(status, base_headers(tag))
+
+
+def http_forbidden(tag: str, html: bytes, content_type: str, reference: str) -> Response:
+    """A block: ICAP 200 carrying an HTTP 403 (an ICAP 4xx would make Squid treat the service as failed)."""
+    http_head = build_http_response_head(
+        403,
+        "Forbidden",
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(html))),
+            ("Cache-Control", "no-store"),
+            ("X-Clearance-Reference", reference),
+        ],
+    )
+    return Response(200, base_headers(tag), http_response_head=http_head, body=html)

@@ -1,0 +1,40 @@
+"""`clearance serve`: connect the store, load default lists on first start, run the ICAP server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from policy.store import PolicyStore
+
+from .application import Application
+from .cli import load_default_lists
+from .config import Config
+from .server import serve
+
+log = structlog.get_logger("clearance")
+
+
+def run_server(config: Config, redis_url: str, host: str, port: int) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    return runner(_main(config, redis_url, host, port))
+
+
+async def _main(config: Config, redis_url: str, host: str, port: int) -> int:
+    store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
+    try:
+        loaded = await load_default_lists(store, config)
+        if loaded:
+            log.info("default_lists_loaded", entries=loaded)
+        app = Application(config, store)
+        app.last_version = await store.version()
+        await serve(app, host, port)
+    finally:
+        await store.close()
+    return 0
