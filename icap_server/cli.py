@@ -276,9 +276,11 @@ def approvals_list(args: argparse.Namespace, config: Config) -> StoreAction:
 
     async def action(store: PolicyStore) -> int:
         now = datetime.now(UTC)
-        rows = [("ID", "USER", "CATEGORY", "STATE", "EXPIRES", "APPROVER", "REASON")]
+        rows = [("ID", "USER", "CATEGORY", "STATE", "VALID UNTIL", "APPROVER", "REASON")]
         for approval in await store.list_approvals(user):
-            expires = approval.expires_at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+            # expires_at is exclusive; show the last valid minute, so --until 2026-12-31 reads 2026-12-31 23:59.
+            last_valid = approval.expires_at - timedelta(seconds=1)
+            expires = last_valid.astimezone(zone).strftime("%Y-%m-%d %H:%M")
             rows.append(
                 (
                     approval.id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+from redis.exceptions import RedisError
 
 from policy.store import PolicyStore
 
@@ -28,13 +29,24 @@ def run_server(config: Config, redis_url: str, host: str, port: int) -> int:
 
 async def _main(config: Config, redis_url: str, host: str, port: int) -> int:
     store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
+    app = Application(config, store)
     try:
-        loaded = await load_default_lists(store, config)
-        if loaded:
-            log.info("default_lists_loaded", entries=loaded)
-        app = Application(config, store)
-        app.last_version = await store.version()
+        try:
+            loaded = await load_default_lists(store, config)
+            if loaded:
+                log.info("default_lists_loaded", entries=loaded)
+            app.last_version = await store.version()
+        except RedisError as error:
+            # Start anyway: requests get ICAP 500 (Squid fails closed with bypass=off) until Redis is back.
+            log.error("redis_unavailable", error=str(error), url=redact(redis_url))
         await serve(app, host, port)
     finally:
         await store.close()
     return 0
+
+
+def redact(url: str) -> str:
+    """A Redis URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{location}" if sep else url

@@ -83,24 +83,66 @@ def cli(redis_url: str, config_file: Path) -> CLI:
     return run
 
 
+class ServerHandle:
+    """A running `clearance serve` subprocess."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.proc = proc
+        self.host = "127.0.0.1"
+        self.port = port
+        self.log_path = log_path
+
+    def log_lines(self) -> list[dict[str, object]]:
+        import json
+
+        lines = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+
+StartServer = Callable[..., ServerHandle]
+
+
 @pytest.fixture
-def icap_server(redis_url: str, config_file: Path, tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """A real `clearance serve` subprocess on a free port; yields (host, port)."""
-    port = free_port()
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}"],
-        env=clearance_env(redis_url, config_file),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port)
-        yield ("127.0.0.1", port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+def start_icap_server(redis_url: str, tmp_path: Path) -> Iterator[StartServer]:
+    """Factory: start `clearance serve` with extra YAML config and/or another Redis URL; stopped at teardown."""
+    started: list[ServerHandle] = []
+
+    def start(config_text: str = "", redis: str | None = None, wait: bool = True) -> ServerHandle:
+        index = len(started)
+        config = tmp_path / f"serve-{index}.yaml"
+        config.write_text(
+            config_text or "policy:\n  load_default_lists: false\nlogging:\n  format: json\n", encoding="utf-8"
+        )
+        port = free_port()
+        log_path = tmp_path / ("serve.log" if index == 0 else f"serve-{index}.log")
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}"],
+                env=clearance_env(redis or redis_url, config),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        handle = ServerHandle(proc, port, log_path)
+        started.append(handle)
+        if wait:
+            wait_for_port(port)
+        return handle
+
+    yield start
+    for handle in started:
+        if handle.proc.poll() is None:
+            handle.proc.terminate()
+            try:
+                handle.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                handle.proc.kill()
+
+
+@pytest.fixture
+def icap_server(start_icap_server: StartServer) -> tuple[str, int]:
+    """A real `clearance serve` subprocess on a free port (default lists off, JSON logs); (host, port)."""
+    handle = start_icap_server()
+    return (handle.host, handle.port)

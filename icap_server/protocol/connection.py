@@ -34,7 +34,9 @@ from .http import HTTPRequestHead, HTTPResponseHead, parse_http_request_head, pa
 from .serialize import CONTINUE_BYTES, serialize_response
 
 METHODS = frozenset({"OPTIONS", "REQMOD", "RESPMOD"})
-ICAP_VERSION_RE = re.compile(r"^ICAP/\d+\.\d+$")
+ICAP_VERSION_RE = re.compile(r"^ICAP/[0-9]+\.[0-9]+\Z")
+# Control characters in the request line (urlsplit would silently drop TAB, CR and LF from the URI).
+REQUEST_LINE_CTL_RE = re.compile(rb"[\x00-\x1f\x7f]")
 MAX_CHUNK_LINE = 1024
 HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
@@ -163,7 +165,7 @@ class ICAPConnection:
     def _parse_icap_head(self, head: bytes) -> tuple[str, str, str, Headers, Encapsulated, int | None]:
         request_line, *lines = head.split(b"\r\n")
         parts = request_line.split(b" ")
-        if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1]:
+        if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1] or REQUEST_LINE_CTL_RE.search(request_line):
             raise RemoteProtocolError(400, f"malformed ICAP request line {request_line[:80]!r}")
         method, uri, version = (part.decode("latin-1") for part in parts)
         if version != "ICAP/1.0":
@@ -188,7 +190,7 @@ class ICAPConnection:
         preview: int | None = None
         preview_text = headers.get("Preview")
         if preview_text is not None:
-            if not preview_text.isdigit() or len(preview_text) > 9:
+            if not (preview_text.isascii() and preview_text.isdigit()) or len(preview_text) > 9:
                 raise RemoteProtocolError(400, f"malformed Preview value {preview_text!r}")
             # With null-body nothing follows, whatever Preview says (Squid sends Preview: 0 on every GET).
             if encapsulated.has_body and method != "OPTIONS":
@@ -284,6 +286,8 @@ class ICAPConnection:
                 if len(buffer) > self.max_header_bytes:
                     raise RemoteProtocolError(400, "trailers too large")
                 return self._incomplete()
+            if end + 4 > self.max_header_bytes:  # the same limit whether the bytes came at once or slowly
+                raise RemoteProtocolError(400, "trailers too large")
             trailers = parse_header_lines(bytes(buffer[:end]).split(b"\r\n"), "trailer")
             del buffer[: end + 4]
         if self._in_preview and not self._ieof:

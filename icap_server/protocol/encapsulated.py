@@ -56,7 +56,7 @@ def parse_encapsulated(value: str, method: str, max_header_bytes: int) -> Encaps
         name, eq, offset_text = raw.strip().partition("=")
         name = name.strip().lower()
         offset_text = offset_text.strip()
-        if not eq or not offset_text.isdigit() or len(offset_text) > 9:
+        if not eq or not (offset_text.isascii() and offset_text.isdigit()) or len(offset_text) > 9:
             raise RemoteProtocolError(400, f"malformed Encapsulated item {raw.strip()!r}")
         if name not in HEADER_SECTIONS and name not in BODY_SECTIONS:
             raise RemoteProtocolError(400, f"unknown Encapsulated entity {name!r}")

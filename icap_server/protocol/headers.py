@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from .errors import RemoteProtocolError
 
 # RFC 9110 token characters: what a header name (and an ICAP method) may be made of.
-TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # \Z, not $: "$" also matches before a final "\n"
+# CR, LF and NUL are never valid inside a field value or start line (RFC 9110 section 5.5): reject, never pass on.
+FORBIDDEN_RE = re.compile(rb"[\r\n\x00]")
 
 
 class Headers:
@@ -48,6 +50,14 @@ class Headers:
     def __repr__(self) -> str:
         return f"Headers({self._fields!r})"
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self._fields == other._fields
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._fields))
+
     def tokens(self, name: str) -> frozenset[str]:
         """A comma-separated token list (e.g. `Allow: 204, trailers`), lower-cased."""
         return frozenset(
@@ -65,6 +75,8 @@ def parse_header_lines(lines: list[bytes], what: str) -> Headers:
         if not colon or not TOKEN_RE.match(name):
             shown = line[:60].decode("latin-1")
             raise RemoteProtocolError(400, f"malformed {what} header line: {shown!r}")
+        if FORBIDDEN_RE.search(value):
+            raise RemoteProtocolError(400, f"CR, LF or NUL in the value of {what} header {name[:60].decode('ascii')!r}")
         fields.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return Headers(fields)
 

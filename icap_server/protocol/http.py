@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
-from .headers import TOKEN_RE, Headers, parse_header_lines, serialize_headers
+from .headers import FORBIDDEN_RE, TOKEN_RE, Headers, parse_header_lines, serialize_headers
 
-HTTP_VERSION_RE = re.compile(r"^HTTP/\d\.\d$")
+HTTP_VERSION_RE = re.compile(r"^HTTP/[0-9]\.[0-9]\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,8 @@ def _split_head(raw: bytes, what: str) -> tuple[bytes, list[bytes]]:
     if not raw.endswith(b"\r\n\r\n"):
         raise RemoteProtocolError(400, f"the {what} section does not end where Encapsulated says it does")
     start_line, *lines = raw[:-4].split(b"\r\n")
+    if FORBIDDEN_RE.search(start_line):
+        raise RemoteProtocolError(400, f"CR, LF or NUL inside the {what} start line {start_line[:80]!r}")
     return start_line, lines
 
 

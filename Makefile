@@ -1,0 +1,45 @@
+# Two commands: `make run` starts a working filter; `make test` installs what the tests need and runs them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LISTEN ?=
+
+.PHONY: run test test-deps lint venv clean
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml setup.py
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	  else echo "python3-venv is missing: sudo apt-get install python3-venv" >&2; exit 1; fi; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[fast,test]'
+	@touch $@
+
+# Start the filter on 127.0.0.1:1344 with the embedded Redis (./var) and the default category lists.
+run: venv
+	$(BIN)/clearance serve $(if $(LISTEN),--listen $(LISTEN))
+
+# Squid, c-icap-client and curl are real peers in the tests; as root, install them if missing.
+test-deps:
+	@missing=""; \
+	command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || missing="$$missing squid"; \
+	command -v c-icap-client >/dev/null 2>&1 || missing="$$missing c-icap"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing (sudo apt-get install$$missing); those tests will skip" >&2; fi; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: venv test-deps lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info

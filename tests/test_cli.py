@@ -1,0 +1,89 @@
+"""The clearance CLI as an admin uses it: real subprocesses against a real Redis."""
+
+from pathlib import Path
+
+import redis
+
+from tests.conftest import CLI
+
+
+def test_categories_add_load_lookup_stats(cli: CLI, tmp_path: Path) -> None:
+    assert "1 added" in cli("categories", "add", "webmail", "Mail.Google.com.").stdout
+    listing = tmp_path / "list.txt"
+    listing.write_text("# cloud\n*.dropbox.com\nmega.nz  # MEGA\n\n", encoding="utf-8")
+    assert "2 added" in cli("categories", "load", "cloud-storage", str(listing)).stdout
+    assert cli("categories", "lookup", "https://a.mail.google.com/x").stdout.strip() == (
+        "a.mail.google.com: webmail (list entry mail.google.com)"
+    )
+    assert "no category" in cli("categories", "lookup", "evilmail.google.com").stdout
+    assert "no category" in cli("categories", "lookup", "google.com").stdout
+    assert cli("categories", "stats").stdout.split() == ["cloud-storage", "2", "webmail", "1"]
+
+
+def test_bad_list_row_names_line_and_writes_nothing(cli: CLI, tmp_path: Path, sync_redis: redis.Redis) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("good.example\nalso.good.example\nhttp://bad.example/path\n", encoding="utf-8")
+    result = cli("categories", "load", "webmail", str(listing), check=False)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "line 3" in result.stderr and "bad.example" in result.stderr
+    assert sync_redis.dbsize() == 0
+
+
+def test_bad_input_one_line_exit_2(cli: CLI, sync_redis: redis.Redis, tmp_path: Path) -> None:
+    cases = [
+        ("categories", "add", "Web Mail", "x.example"),
+        ("categories", "add", "webmail", "not a host"),
+        ("categories", "load", "webmail", str(tmp_path / "missing.txt")),
+        ("approvals", "grant", "--user", "a", "--category", "news", "--days", "1", "--approver", "h", "--reason", "r"),
+        ("approvals", "grant", "--user", "a", "--category", "webmail", "--until", "2001-01-01",
+         "--approver", "h", "--reason", "r"),
+        ("approvals", "grant", "--user", "a", "--category", "webmail", "--until", "tomorrow",
+         "--approver", "h", "--reason", "r"),
+        ("approvals", "grant", "--user", "a", "--category", "webmail", "--days", "0", "--approver", "h",
+         "--reason", "r"),
+        ("approvals", "grant", "--user", "a", "--category", "webmail", "--days", "3", "--approver", "h",
+         "--reason", "  "),
+        ("approvals", "revoke", "A404", "--by", "h"),
+        ("--config", str(tmp_path / "nope.yaml"), "categories", "stats"),
+    ]
+    for args in cases:
+        result = cli(*args, check=False)
+        assert result.returncode == 2, (args, result)
+        assert result.stderr.startswith("clearance: "), (args, result.stderr)
+        assert result.stderr.count("\n") == 1, (args, result.stderr)
+    assert sync_redis.dbsize() == 0
+
+
+def test_usage_errors_exit_2(cli: CLI) -> None:
+    result = cli("approvals", "grant", "--user", "a", check=False)
+    assert result.returncode == 2
+    assert "required" in result.stderr
+
+
+def test_grant_list_revoke_explain(cli: CLI) -> None:
+    cli("categories", "add", "webmail", "mail.google.com")
+    before = cli("explain", "http://mail.google.com/", "--user", "CORP\\Alice", "--client-ip", "10.0.0.5").stdout
+    assert "decision:  block" in before and "reason:    no-approval" in before
+    assert "user:      alice" in before and "client ip: 10.0.0.5" in before
+    approval_id = cli(
+        "approvals", "grant", "--user", "Alice", "--category", "webmail", "--until", "2099-12-31",
+        "--approver", "head.it", "--reason", "Liaison with overseas partner",
+    ).stdout.strip()
+    assert approval_id.startswith("A")
+    after = cli("explain", "https://a.mail.google.com/", "--user", "alice@CORP").stdout
+    assert "decision:  pass" in after and f"approval:  {approval_id}" in after
+    listed = cli("approvals", "list", "--user", "ALICE").stdout
+    assert approval_id in listed and "active" in listed and "2099-12-31" in listed  # until is inclusive
+    assert cli("approvals", "list", "--user", "bob").stdout.count("\n") == 1  # header only
+    assert f"{approval_id} revoked" in cli("approvals", "revoke", approval_id, "--by", "head.it").stdout
+    revoked = cli("explain", "http://mail.google.com/", "--user", "alice").stdout
+    assert "approval-revoked" in revoked and "decision:  block" in revoked
+    again = cli("approvals", "revoke", approval_id, "--by", "head.it", check=False)
+    assert again.returncode == 2 and "already revoked" in again.stderr
+    assert "revoked" in cli("approvals", "list").stdout
+
+
+def test_explain_uncategorised_and_no_user(cli: CLI) -> None:
+    out = cli("explain", "example.org").stdout
+    assert "decision:  pass" in out and "not-restricted" in out and "user:      -" in out

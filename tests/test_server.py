@@ -1,0 +1,149 @@
+"""The running server over real sockets, against a real Redis: persistence, failures, limits, shutdown."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import struct
+import time
+
+from tests.conftest import CLI, StartServer
+from tests.support.icap_client import OPTIONS, exchange, read_response, reqmod
+from tests.support.net import free_port
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def istag_of(response: bytes) -> str:
+    for line in response.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"istag:"):
+            return line.split(b":", 1)[1].strip().decode()
+    raise AssertionError("no ISTag")
+
+
+def test_istag_changes_when_policy_changes(cli: CLI, icap_server: tuple[str, int]) -> None:
+    port = icap_server[1]
+    (first,) = exchange(port, OPTIONS)
+    cli("categories", "add", "webmail", "mail.example")
+    (second,) = exchange(port, OPTIONS)
+    approval = cli("approvals", "grant", "--user", "a", "--category", "webmail", "--days", "1",
+                   "--approver", "h", "--reason", "r").stdout.strip()
+    (third,) = exchange(port, OPTIONS)
+    cli("approvals", "revoke", approval, "--by", "h")
+    (fourth,) = exchange(port, OPTIONS)
+    tags = [istag_of(response) for response in (first, second, third, fourth)]
+    assert len(set(tags)) == 4, tags
+    assert all(tag.startswith('"') and tag.endswith('"') and len(tag) <= 34 for tag in tags)
+
+
+def test_decisions_over_one_persistent_connection(cli: CLI, icap_server: tuple[str, int]) -> None:
+    cli("categories", "add", "webmail", "mail.example")
+    responses = exchange(
+        icap_server[1],
+        reqmod("http://mail.example/inbox", user="alice"),
+        reqmod("http://news.example/"),
+        reqmod("http://mail.example:8080/", user="alice", method="CONNECT"),
+        OPTIONS,
+        reqmod("http://x.mail.example/upload", user="alice", method="POST", body=b"x" * 5000, preview=0),
+    )
+    assert [status_of(response) for response in responses] == [200, 204, 200, 200, 200]
+    assert b"HTTP/1.1 403 Forbidden" in responses[0] and b"HTTP/1.1 403 Forbidden" in responses[2]
+    assert b"HTTP/1.1 403" in responses[4]
+
+
+def test_malformed_request_gets_400_with_istag_and_close(icap_server: tuple[str, int]) -> None:
+    with socket.create_connection(icap_server, timeout=5) as sock:
+        sock.sendall(b"HELLO THERE\r\n\r\n")
+        response = sock.recv(65536)
+        assert response.startswith(b"ICAP/1.0 400 Bad Request\r\n")
+        assert b"ISTag: \"" in response and b"Connection: close" in response
+        assert sock.recv(100) == b""  # closed
+
+
+def test_unknown_service_404_and_method_405(icap_server: tuple[str, int]) -> None:
+    nosuch = OPTIONS.replace(b"/reqmod", b"/nosuch")
+    respmod_on_reqmod = reqmod("http://a.example/").replace(b"REQMOD icap", b"RESPMOD icap").replace(
+        b"req-hdr=0, null-body", b"req-hdr=0, null-body"
+    )
+    responses = exchange(icap_server[1], nosuch, respmod_on_reqmod)
+    assert [status_of(response) for response in responses] == [404, 405]
+
+
+def test_stalled_client_gets_408(start_icap_server: StartServer) -> None:
+    server = start_icap_server("server:\n  request_timeout: 0.5\npolicy:\n  load_default_lists: false\n")
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(b"REQMOD icap://127.0.0.1/reqmod ICAP/1.0\r\nHost: x\r\n")
+        started = time.monotonic()
+        response = sock.recv(65536)
+        assert response.startswith(b"ICAP/1.0 408 Request Timeout\r\n"), response
+        assert b"Connection: close" in response
+        assert time.monotonic() - started >= 0.4
+        assert sock.recv(100) == b""
+
+
+def test_client_reset_mid_message_does_not_hurt_the_server(icap_server: tuple[str, int]) -> None:
+    for _ in range(20):
+        sock = socket.create_connection(icap_server, timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(reqmod("http://a.example/", method="POST", body=b"y" * 100, preview=None)[:150])
+        sock.close()  # RST
+    (response,) = exchange(icap_server[1], OPTIONS)
+    assert status_of(response) == 200
+
+
+def test_redis_failure_gives_500_not_a_crash(start_icap_server: StartServer) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    server = start_icap_server(redis=dead)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(reqmod("http://mail.example/"))
+        response = sock.recv(65536)
+    assert response.startswith(b"ICAP/1.0 500 Server Error\r\n")
+    assert server.proc.poll() is None
+    assert any(line.get("event") == "icap_internal_error" for line in server.log_lines())
+
+
+def test_connections_beyond_the_limit_get_503(start_icap_server: StartServer) -> None:
+    server = start_icap_server("server:\n  max_connections: 2\npolicy:\n  load_default_lists: false\n")
+    time.sleep(0.3)  # let the server notice that the readiness probe's connection closed
+    held = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(2)]
+    try:
+        for sock in held:  # make sure both are accepted and counted
+            sock.sendall(OPTIONS)
+            assert status_of(read_response(sock, bytearray())) == 200
+        with socket.create_connection((server.host, server.port), timeout=5) as extra:
+            assert extra.recv(65536).startswith(b"ICAP/1.0 503 ")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_sigterm_finishes_in_flight_work_and_exits(start_icap_server: StartServer) -> None:
+    server = start_icap_server()
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        message = reqmod("http://a.example/", method="POST", body=b"z" * 1000, preview=None, allow_204=False)
+        sock.sendall(message[:-200])
+        time.sleep(0.2)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        sock.sendall(message[-200:])
+        response = read_response(sock, bytearray())
+        assert status_of(response) == 200 and response.endswith(b"0\r\n\r\n")
+        assert b"z" * 1000 in response.replace(b"\r\n", b"")
+    assert server.proc.wait(timeout=10) == 0
+    events = [line.get("event") for line in server.log_lines()]
+    assert "shutting_down" in events and events[-1] == "stopped"
+
+
+def test_default_lists_load_on_first_start_only(start_icap_server: StartServer, cli: CLI) -> None:
+    server = start_icap_server("logging:\n  format: json\n")
+    assert any(line.get("event") == "default_lists_loaded" for line in server.log_lines())
+    assert "webmail" in cli("categories", "lookup", "https://mail.google.com/").stdout
+    assert "web-im" in cli("categories", "lookup", "web.whatsapp.com").stdout
+    stats = dict(line.split("\t") for line in cli("categories", "stats").stdout.splitlines())
+    assert set(stats) == {"webmail", "cloud-storage", "web-im"} and all(int(n) >= 30 for n in stats.values())
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+    again = start_icap_server("logging:\n  format: json\n")
+    assert not any(line.get("event") == "default_lists_loaded" for line in again.log_lines())
