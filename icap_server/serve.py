@@ -48,5 +48,5 @@ async def _main(config: Config, redis_url: str, host: str, port: int) -> int:
 def redact(url: str) -> str:
     """A Redis URL without its password, for logs."""
     scheme, sep, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
+    _credentials, at, location = rest.rpartition("@")
     return f"{scheme}{sep}{'***@' if at else ''}{location}" if sep else url

@@ -1,0 +1,104 @@
+"""The README's run command on a fresh clone: a working filter with the embedded Redis and default lists."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.net import free_port, wait_for_port
+from tests.support.requirements import require_program
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fresh_clone(tmp_path: Path) -> Path:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(PROJECT_ROOT), str(clone)], check=True)
+    return clone
+
+
+def stop_embedded_redis(clone: Path) -> None:
+    pid_file = clone / "var" / "redis.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+@pytest.fixture
+def make_run(fresh_clone: Path, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CLEARANCE_")}
+    env.pop("PYTHONPATH", None)
+    env.pop("VIRTUAL_ENV", None)
+    log = (tmp_path / "make-run.log").open("w")
+    proc = subprocess.Popen(
+        ["make", "run", f"LISTEN=127.0.0.1:{port}"],
+        cwd=fresh_clone,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        try:
+            wait_for_port(port, timeout=400)  # the first run builds the virtualenv
+        except TimeoutError:
+            log.flush()
+            raise AssertionError((tmp_path / "make-run.log").read_text()[-3000:]) from None
+        yield fresh_clone, port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        stop_embedded_redis(fresh_clone)
+
+
+@pytest.mark.cicap
+def test_make_run_on_a_fresh_clone_serves_with_embedded_redis(make_run: tuple[Path, int]) -> None:
+    client = require_program("c-icap-client")
+    clone, port = make_run
+
+    def icap(*args: str) -> str:
+        result = subprocess.run(
+            [client, "-i", "127.0.0.1", "-p", str(port), "-s", "reqmod", "-v", *args],
+            capture_output=True, text=True, timeout=30,
+        )
+        return result.stdout + result.stderr
+
+    options = icap("-method", "OPTIONS")
+    assert "ICAP/1.0 200 OK" in options and "Methods: REQMOD" in options
+
+    # The Redis behind it is the private one under ./var, run from the bundled binary, persisted with AOF.
+    pid = int((clone / "var" / "redis.pid").read_text().strip())
+    executable = os.readlink(f"/proc/{pid}/exe")
+    assert executable.startswith(str(clone / ".venv")), executable
+    assert (clone / "var" / "redis.sock").exists()
+    deadline = time.monotonic() + 5
+    while not list((clone / "var").glob("appendonly.aof*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list((clone / "var").glob("appendonly.aof*"))
+
+    # Default lists were loaded on first start: webmail is blocked, an ordinary site passes.
+    assert "此網站已被封鎖" in icap("-req", "http://mail.google.com/", "-x", "X-Client-Username: staff1")
+    assert "ICAP/1.0 204" in icap("-req", "http://example.org/")
+
+    # The admin commands find the same store.
+    admin = subprocess.run(
+        [str(clone / ".venv" / "bin" / "clearance"), "categories", "lookup", "web.whatsapp.com"],
+        cwd=clone, capture_output=True, text=True, timeout=60,
+        env={key: value for key, value in os.environ.items() if not key.startswith("CLEARANCE_")},
+    )
+    assert "web-im" in admin.stdout, admin.stderr
+    wait_for_port(port)
