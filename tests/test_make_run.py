@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -27,10 +28,8 @@ def fresh_clone(tmp_path: Path) -> Path:
 def stop_embedded_redis(clone: Path) -> None:
     pid_file = clone / "var" / "redis.pid"
     if pid_file.exists():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 @pytest.fixture
