@@ -21,12 +21,15 @@ $(BIN)/.installed: pyproject.toml setup.py
 run: venv
 	$(BIN)/clearance serve $(if $(LISTEN),--listen $(LISTEN))
 
-# Squid, c-icap-client and curl are real peers in the tests; as root, install them if missing.
+# Squid, c-icap-client, curl and headless Chromium (with CJK fonts for the block page) are real peers in the
+# tests; as root, install them if missing.
 test-deps:
 	@missing=""; \
 	command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || missing="$$missing squid"; \
 	command -v c-icap-client >/dev/null 2>&1 || missing="$$missing c-icap"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
