@@ -76,12 +76,12 @@ class Application:
         """Route and judge a request; may raise on a Redis failure (the server answers 500)."""
         methods = SERVICES.get(request.service)
         if methods is None:
-            return Verdict(status=404, identity=NO_IDENTITY)
+            return Verdict(status=404, identity=NO_IDENTITY, version=self.last_version)
         if request.method == "OPTIONS":
             self.last_version = await self.store.version()
             return Verdict(status=0, identity=NO_IDENTITY, version=self.last_version)
         if request.method not in methods:
-            return Verdict(status=405, identity=NO_IDENTITY)
+            return Verdict(status=405, identity=NO_IDENTITY, version=self.last_version)
         identity = identify(request.headers, self.config.identity)
         if request.method == "RESPMOD" or request.http_request is None:
             return Verdict(status=0, identity=identity, decision=PASS_THROUGH, version=self.last_version)

@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from redis.exceptions import RedisError
+
 from policy.categories import ListError, default_list, parse_host_entry, parse_host_list, validate_category
 from policy.identity import normalise_username
 from policy.store import PolicyStore, StoreError
@@ -25,6 +27,7 @@ from .embedded_redis import EmbeddedRedisError, ensure_embedded_redis
 from .logs import configure_logging
 
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 1
 
 
 class UsageError(Exception):
@@ -91,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, EmbeddedRedisError, StoreError) as error:
         print(f"clearance: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except RedisError as error:
+        print(f"clearance: Redis is not reachable: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
 

@@ -14,14 +14,14 @@ from .protocol import ICAPConnection, Request
 def synthetic_request(url: str, user: str | None, client_ip: str | None, username_header: str) -> bytes:
     """The bytes of a REQMOD for `GET url`, as Squid would send them."""
     host = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
-    http = f"GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("latin-1")
+    http = f"GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     icap = ["REQMOD icap://127.0.0.1/reqmod ICAP/1.0", "Host: 127.0.0.1", "Allow: 204"]
     if client_ip:
         icap.append(f"X-Client-IP: {client_ip}")
     if user:
         icap.append(f"{username_header}: {user}")
     icap.append(f"Encapsulated: req-hdr=0, null-body={len(http)}")
-    return ("\r\n".join(icap) + "\r\n\r\n").encode("latin-1") + http
+    return ("\r\n".join(icap) + "\r\n\r\n").encode() + http  # UTF-8, as Squid sends a non-ASCII name
 
 
 async def explain_request(

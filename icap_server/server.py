@@ -145,7 +145,8 @@ class ICAPServer:
                 assert txn is not None
                 body = b"".join(txn.body) if txn.keep_body else None
                 response = self.app.respond(txn.request, txn.verdict, conn.can_send_204, body, datetime.now(UTC))
-                writer.write(conn.send(response))
+                # Routing errors close the connection: some clients (c-icap-client) wait for a body otherwise.
+                writer.write(conn.send_error(response) if txn.verdict.status else conn.send(response))
                 await writer.drain()
                 self._log(txn, response.status)
                 txn = None

@@ -69,9 +69,17 @@ def _b64decode_text(value: str) -> str | None:
     return decoded
 
 
+def _utf8(value: str) -> str:
+    """Header values arrive decoded as latin-1 (bytes kept 1:1); a name sent as raw UTF-8 becomes text again."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def decode_username(value: str, encoding: UsernameEncoding) -> str | None:
     """The username as sent; with `auto`, base64 is taken only when it decodes to printable text."""
-    value = value.strip()
+    value = _utf8(value.strip())
     if encoding == "plain":
         return value or None
     decoded = _b64decode_text(value)
@@ -82,7 +90,7 @@ def decode_username(value: str, encoding: UsernameEncoding) -> str | None:
 
 def parse_authenticated_user(value: str) -> str | None:
     """`X-Authenticated-User`: base64 of `WinNT://DOMAIN/user`, `LDAP://host/cn=user,...`, `Local://user`."""
-    decoded = _b64decode_text(value) or value.strip()
+    decoded = _b64decode_text(value) or _utf8(value.strip())
     scheme, sep, rest = decoded.partition("://")
     if not sep:
         return decoded or None

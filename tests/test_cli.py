@@ -87,3 +87,19 @@ def test_grant_list_revoke_explain(cli: CLI) -> None:
 def test_explain_uncategorised_and_no_user(cli: CLI) -> None:
     out = cli("explain", "example.org").stdout
     assert "decision:  pass" in out and "not-restricted" in out and "user:      -" in out
+
+
+def test_non_ascii_user_through_explain(cli: CLI) -> None:
+    cli("categories", "add", "web-im", "web.whatsapp.com")
+    cli("approvals", "grant", "--user", "陳大文", "--category", "web-im", "--days", "2", "--approver", "主管",
+        "--reason", "與海外夥伴聯絡")
+    out = cli("explain", "https://web.whatsapp.com/", "--user", "陳大文").stdout
+    assert "decision:  pass" in out and "user:      陳大文" in out
+
+
+def test_unreachable_redis_is_one_line(cli: CLI, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.net import free_port
+
+    result = cli("--redis", f"redis://127.0.0.1:{free_port()}/0", "categories", "stats", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("clearance: Redis is not reachable") and result.stderr.count("\n") == 1

@@ -59,3 +59,10 @@ def test_authenticated_user_forms() -> None:
     assert parse_authenticated_user(b64("WinNT://CORP/jdoe")) == "CORP\\jdoe"
     assert parse_authenticated_user("Local://plain") == "plain"
     assert parse_authenticated_user(b64("LDAP://host/uid=x")) == "x"
+
+
+def test_raw_utf8_username_as_squid_sends_it() -> None:
+    # Squid sends a non-ASCII name as raw UTF-8; header values are decoded byte-for-byte (latin-1).
+    raw = "山田".encode().decode("latin-1")
+    assert identify(Headers([("X-Client-Username", raw)]), DEFAULT).user == "山田"
+    assert identify(Headers([("X-Client-Username", b64("山田"))]), DEFAULT).user == "山田"
