@@ -9,13 +9,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from blockpages.render import BlockPage, render_block_page
-from policy.decision import Action, Decision, Reason, decide
-from policy.hosts import request_host
+from policy.decision import Action, Decision, Reason, judge
+from policy.hosts import request_host, request_path
 from policy.identity import Identity, identify
-from policy.store import PolicyStore
+from policy.state import PolicyState
 
 from . import responses
 from .config import Config
@@ -60,38 +61,55 @@ NO_IDENTITY = Identity(user=None, client_ip=None)
 PASS_THROUGH = Decision(Action.PASS, Reason.NOT_RESTRICTED)
 
 
+class PolicySource(Protocol):
+    """Where the current in-memory policy comes from (the sync task in serve, a one-off load in explain)."""
+
+    @property
+    def state(self) -> PolicyState: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedPolicy:
+    state: PolicyState
+
+    @property
+    def version(self) -> int:
+        return self.state.version
+
+
 class Application:
-    def __init__(self, config: Config, store: PolicyStore) -> None:
+    def __init__(self, config: Config, policy: PolicySource) -> None:
         self.config = config
-        self.store = store
+        self.policy = policy
         self.restricted = frozenset(config.policy.restricted_categories)
         self.timezone = ZoneInfo(config.policy.timezone)
-        self.last_version = 0
 
     @property
     def istag(self) -> str:
-        return responses.istag(self.last_version)
+        return responses.istag(self.policy.version)
 
-    async def evaluate(self, request: Request, now: datetime) -> Verdict:
-        """Route and judge a request; may raise on a Redis failure (the server answers 500)."""
+    def evaluate(self, request: Request, now: datetime) -> Verdict:
+        """Route and judge a request from in-memory policy; raises PolicyUnavailable before the first load."""
         methods = SERVICES.get(request.service)
         if methods is None:
-            return Verdict(status=404, identity=NO_IDENTITY, version=self.last_version)
+            return Verdict(status=404, identity=NO_IDENTITY, version=self.policy.version)
         if request.method == "OPTIONS":
-            self.last_version = await self.store.version()
-            return Verdict(status=0, identity=NO_IDENTITY, version=self.last_version)
+            return Verdict(status=0, identity=NO_IDENTITY, version=self.policy.version)
         if request.method not in methods:
-            return Verdict(status=405, identity=NO_IDENTITY, version=self.last_version)
+            return Verdict(status=405, identity=NO_IDENTITY, version=self.policy.version)
         identity = identify(request.headers, self.config.identity)
         if request.method == "RESPMOD" or request.http_request is None:
-            return Verdict(status=0, identity=identity, decision=PASS_THROUGH, version=self.last_version)
+            return Verdict(status=0, identity=identity, decision=PASS_THROUGH, version=self.policy.version)
+        state = self.policy.state
         http = request.http_request
         host = request_host(http.method, http.target, http.headers.get("Host"))
-        lookup = await self.store.lookup(host, identity.user)
-        self.last_version = lookup.version
-        decision = decide(lookup.match, self.restricted, lookup.approvals, now)
+        path = request_path(http.method, http.target)
+        decision = judge(state, host, path, identity.user, self.restricted, now)
         reference = secrets.token_hex(6) if decision.blocked else None
-        return Verdict(0, identity, host, decision, lookup.version, reference)
+        return Verdict(0, identity, host, decision, state.version, reference)
 
     def keeps_body(self, request: Request, verdict: Verdict) -> bool:
         """The body is only kept when it must be echoed back: a pass the client did not allow a 204 for."""

@@ -182,11 +182,11 @@ def categories_lookup(args: argparse.Namespace, config: Config) -> StoreAction:
         raise UsageError(f"cannot find a host in {args.url!r}")
 
     async def action(store: PolicyStore) -> int:
-        found = await store.lookup(host, None)
-        if found.match.entry is None:
+        match = await store.lookup_categories(host)
+        if match.entry is None:
             print(f"{host}: no category")
         else:
-            print(f"{host}: {', '.join(sorted(found.match.categories))} (list entry {found.match.entry})")
+            print(f"{host}: {', '.join(sorted(match.categories))} (list entry {match.entry})")
         return 0
 
     return action

@@ -46,6 +46,7 @@ class ServerConfig:
     request_timeout: float = 30.0
     max_connections: int = 1000
     options_ttl: int = 300
+    startup_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ def _check(config: Config) -> None:
     for name in ("max_header_bytes", "max_connections", "options_ttl"):
         if getattr(config.server, name) <= 0:
             raise ConfigError(f"server.{name}: must be greater than 0")
-    for name in ("idle_timeout", "request_timeout"):
+    for name in ("idle_timeout", "request_timeout", "startup_timeout"):
         if getattr(config.server, name) <= 0:
             raise ConfigError(f"server.{name}: must be greater than 0 seconds")
 

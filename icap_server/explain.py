@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from policy.hosts import request_host
+from policy.identity import identify
 from policy.store import PolicyStore
 
-from .application import Application
+from .application import Application, FixedPolicy
 from .config import Config
 from .protocol import ICAPConnection, Request
 
@@ -31,8 +33,11 @@ async def explain_request(
     conn.receive_data(synthetic_request(url, user, client_ip, config.identity.username_header))
     request = conn.next_event()
     assert isinstance(request, Request)
-    now = datetime.now(UTC)
-    verdict = await Application(config, store).evaluate(request, now)
+    assert request.http_request is not None
+    host = request_host(request.http_request.method, request.http_request.target, None)
+    user_name = identify(request.headers, config.identity).user
+    state = await store.state_for(host, user_name)  # only what this request needs, not the whole index
+    verdict = Application(config, FixedPolicy(state)).evaluate(request, datetime.now(UTC))
     decision = verdict.decision
     assert decision is not None
     entry = f" (list entry {decision.matched_entry})" if decision.matched_entry else ""
@@ -44,4 +49,5 @@ async def explain_request(
         f"user:      {verdict.identity.user or '-'}",
         f"client ip: {verdict.identity.client_ip or '-'}",
         f"approval:  {decision.approval_id or '-'}",
+        f"rule:      {f'{decision.rule_id} ({decision.matched_entry})' if decision.rule_id else '-'}",
     ]

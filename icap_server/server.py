@@ -130,7 +130,7 @@ class ICAPServer:
                 started = time.perf_counter()
                 now = datetime.now(UTC)
                 try:
-                    verdict = await self.app.evaluate(event, now)
+                    verdict = self.app.evaluate(event, now)
                 except Exception:
                     log.exception("icap_internal_error", method=event.method, service=event.service)
                     writer.write(conn.send_error(responses.error(self.app.istag, 500)))
@@ -169,7 +169,7 @@ async def serve(app: Application, host: str, port: int, ready: asyncio.Event | N
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     server = ICAPServer(app)
     await server.start(host, port)
-    log.info("listening", address=f"{host}:{port}", policy_version=app.last_version)
+    log.info("listening", address=f"{host}:{port}", policy_version=app.policy.version)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

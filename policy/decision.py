@@ -6,12 +6,13 @@ No I/O here: the store gathers the facts, this module judges them, so every rule
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
 from .approvals import Approval, ApprovalStatus
-from .categories import CategoryMatch
+from .categories import NO_MATCH, CategoryMatch
+from .state import PolicyState
 
 
 class Action(StrEnum):
@@ -21,6 +22,7 @@ class Action(StrEnum):
 
 class Reason(StrEnum):
     NOT_RESTRICTED = "not-restricted"
+    ALLOW_LISTED = "allow-listed"
     APPROVED = "approved"
     NO_APPROVAL = "no-approval"
     APPROVAL_EXPIRED = "approval-expired"
@@ -34,6 +36,7 @@ class Decision:
     category: str | None = None  # the restricted category that decided it, if any
     matched_entry: str | None = None  # the list entry that matched the host
     approval_id: str | None = None  # the approval that let it pass, or the lapsed one behind a block
+    rule_id: str | None = None  # the URL rule that applied, if any
 
     @property
     def blocked(self) -> bool:
@@ -77,3 +80,21 @@ def _why_not(held: list[Approval]) -> tuple[Reason, str | None]:
     if latest.status is ApprovalStatus.REVOKED:
         return Reason.APPROVAL_REVOKED, latest.id
     return Reason.APPROVAL_EXPIRED, latest.id
+
+
+def judge(
+    state: PolicyState, host: str | None, path: str, user: str | None, restricted: frozenset[str], now: datetime
+) -> Decision:
+    """The whole decision for one request from in-memory policy: URL rules first, then the category lists.
+
+    An allow rule beats every category; a category rule replaces the list's categories for its path.
+    """
+    rule = state.rules.match(host, path) if host else None
+    if rule is not None and rule.kind == "allow":
+        return Decision(Action.PASS, Reason.ALLOW_LISTED, None, rule.describe(), rule_id=rule.id)
+    if rule is not None and rule.category:
+        match = CategoryMatch(rule.describe(), frozenset((rule.category,)))
+    else:
+        match = state.categories.match(host) if host else NO_MATCH
+    decision = decide(match, restricted, state.approvals_of(user), now)
+    return replace(decision, rule_id=rule.id) if rule is not None else decision

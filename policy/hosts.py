@@ -82,3 +82,15 @@ def host_suffixes(host: str) -> list[str]:
         return [host]
     labels = host.split(".")
     return [".".join(labels[index:]) for index in range(len(labels))]
+
+
+def request_path(method: str, target: str) -> str:
+    """The path of an HTTP request target, without query (CONNECT has none: "/")."""
+    if method.upper() == "CONNECT":
+        return "/"
+    if "://" in target:
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else "/"
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    return path if path.startswith("/") else "/" + path

@@ -2,53 +2,77 @@
 
 Layout (all keys under the configurable prefix, default `clearance:`):
 
-- `hosts` (hash): list entry (host or IP) -> comma-separated categories
-- `category:{name}` (set): the entries of one category, for listing and counting
+- `categories` (hash): category -> its current generation number
+- `cat:{category}:{generation}` (set): the list entries (hosts, IPs) of one generation of a category
+- `gen:seq` (counter): the last generation number handed out
 - `approvals:user:{user}` (hash): approval id -> approval JSON; one read fetches all of a user's approvals
 - `approval:owner` (hash): approval id -> user, to find an approval by id
-- `approval:seq` (counter): the next approval number
+- `approval:seq` (counter): the last approval number
+- `rules` (hash): rule id -> rule JSON (allow-list entries and path rules); `rule:seq` (counter)
 - `policy:version` (counter): bumped on every change; the ICAP ISTag is derived from it
+- `changes` (pub/sub channel): `{version} {json}` for every change, published in the same transaction
 
-A request costs one round trip: the host's suffixes, the user's approvals and the version in one pipeline.
+Serve processes load everything once and then follow `changes`; a request never waits for Redis.
+Imports build a new generation beside the live one and switch in one step, so nobody sees half a list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from .approvals import Approval, utc_now
-from .categories import NO_MATCH, CategoryMatch, most_specific
+from .categories import NO_MATCH, CategoryMatch
 from .hosts import host_suffixes
+from .rules import Rule, RuleIndex, RuleKind
+from .state import PolicyState
+
+BUMP_SCRIPT = """
+local version = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', KEYS[2], version .. ' ' .. ARGV[1])
+return version
+"""
 
 ADD_HOSTS_SCRIPT = """
-local added = 0
-for i = 2, #ARGV do
-  local host = ARGV[i]
-  local current = redis.call('HGET', KEYS[1], host)
-  if not current then
-    redis.call('HSET', KEYS[1], host, ARGV[1])
-    added = added + 1
-  else
-    local present = false
-    for name in string.gmatch(current, '[^,]+') do
-      if name == ARGV[1] then present = true end
-    end
-    if not present then
-      redis.call('HSET', KEYS[1], host, current .. ',' .. ARGV[1])
-      added = added + 1
-    end
-  end
-  redis.call('SADD', KEYS[2], host)
+local generation = redis.call('HGET', KEYS[1], ARGV[2])
+if not generation then
+  generation = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], ARGV[2], generation)
 end
-if added > 0 then redis.call('INCR', KEYS[3]) end
+local key = ARGV[1] .. 'cat:' .. ARGV[2] .. ':' .. generation
+local added = redis.call('SADD', key, unpack(ARGV, 4))
+if added > 0 then
+  local version = redis.call('INCR', KEYS[3])
+  redis.call('PUBLISH', KEYS[4], version .. ' ' .. ARGV[3])
+end
 return added
 """
 
-BATCH = 1000
+# Switch categories to their staged generations in one step; refuse if any moved on since staging began.
+SWITCH_SCRIPT = """
+local n = (#ARGV - 1) / 3
+for i = 0, n - 1 do
+  local current = redis.call('HGET', KEYS[1], ARGV[2 + i * 3]) or ''
+  if current ~= ARGV[4 + i * 3] then
+    return redis.error_reply('CONFLICT ' .. ARGV[2 + i * 3] .. ' changed during the import')
+  end
+end
+for i = 0, n - 1 do
+  redis.call('HSET', KEYS[1], ARGV[2 + i * 3], ARGV[3 + i * 3])
+end
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', KEYS[3], version .. ' ' .. ARGV[1])
+return version
+"""
+
+ADD_BATCH = 1000
+IMPORT_BATCH = 5000
+LOAD_BATCH = 20000
 
 
 class StoreError(Exception):
@@ -56,11 +80,23 @@ class StoreError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Lookup:
-    """Everything a decision needs about one request, fetched in one round trip."""
+class Change:
+    """One message from the `changes` channel."""
 
-    match: CategoryMatch
-    approvals: tuple[Approval, ...]
+    version: int
+    kind: str  # hosts | categories | approvals | rules
+    data: Mapping[str, Any]
+
+    @classmethod
+    def parse(cls, message: str) -> Change:
+        version, _, payload = message.partition(" ")
+        data = json.loads(payload)
+        return cls(version=int(version), kind=str(data["kind"]), data=data)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    entries: dict[str, int]  # category -> entries in its new generation
     version: int
 
 
@@ -68,7 +104,9 @@ class PolicyStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "clearance:") -> None:
         self.client = client
         self.prefix = prefix
+        self._bump = client.register_script(BUMP_SCRIPT)
         self._add_hosts = client.register_script(ADD_HOSTS_SCRIPT)
+        self._switch = client.register_script(SWITCH_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "clearance:") -> PolicyStore:
@@ -80,47 +118,140 @@ class PolicyStore:
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    # ---- the request path ---------------------------------------------------------------
+    @property
+    def channel(self) -> str:
+        return self.key("changes")
 
-    async def lookup(self, host: str | None, user: str | None) -> Lookup:
-        suffixes = host_suffixes(host) if host else []
-        async with self.client.pipeline(transaction=False) as pipe:
-            if suffixes:
-                pipe.hmget(self.key("hosts"), suffixes)
-            if user:
-                pipe.hvals(self.key("approvals", "user", user))
-            pipe.get(self.key("policy", "version"))
-            results = await pipe.execute()
-        match = most_specific(suffixes, results.pop(0)) if suffixes else NO_MATCH
-        approvals = tuple(Approval.from_json(text) for text in results.pop(0)) if user else ()
-        return Lookup(match=match, approvals=approvals, version=int(results[0] or 0))
+    def _bump_keys(self) -> list[str]:
+        return [self.key("policy", "version"), self.channel]
 
     async def version(self) -> int:
         return int(await self.client.get(self.key("policy", "version")) or 0)
 
+    # ---- loading policy into memory ---------------------------------------------------------
+
+    async def generations(self) -> dict[str, str]:
+        return {
+            str(name): str(generation)
+            for name, generation in (await self.client.hgetall(self.key("categories"))).items()
+        }
+
+    async def category_entries(self, category: str, generation: str) -> AsyncIterator[list[str]]:
+        """The entries of one category generation, in batches (SSCAN, so a huge list never blocks Redis)."""
+        key = self.key("cat", category, generation)
+        cursor = 0
+        while True:
+            cursor, batch = await self.client.sscan(key, cursor, count=LOAD_BATCH)
+            if batch:
+                yield [str(entry) for entry in batch]
+            if cursor == 0:
+                return
+
+    async def load_state(self) -> PolicyState:
+        """Everything, for a serve process: version first, so later changes are re-applied, never missed."""
+        state = PolicyState(version=await self.version())
+        for category, generation in (await self.generations()).items():
+            async for batch in self.category_entries(category, generation):
+                state.categories.add(category, batch)
+        state.approvals = await self.all_approvals()
+        state.rules = RuleIndex(await self.list_rules())
+        return state
+
+    async def state_for(self, host: str | None, user: str | None) -> PolicyState:
+        """Just what one request needs (its host's entries, its user's approvals, all rules): for the CLI."""
+        suffixes = host_suffixes(host) if host else []
+        generations = await self.generations()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.key("policy", "version"))
+            for category, generation in generations.items():
+                if suffixes:
+                    pipe.smismember(self.key("cat", category, generation), suffixes)
+            results = await pipe.execute()
+        state = PolicyState(version=int(results[0] or 0))
+        if suffixes:
+            for category, flags in zip(generations, results[1:], strict=True):
+                state.categories.add(category, [entry for entry, hit in zip(suffixes, flags, strict=True) if hit])
+        if user:
+            state.set_user_approvals(user, await self.user_approvals(user))
+        state.rules = RuleIndex(await self.list_rules())
+        return state
+
+    async def lookup_categories(self, host: str) -> CategoryMatch:
+        state = await self.state_for(host, None)
+        return state.categories.match(host) if len(state.categories) else NO_MATCH
+
     # ---- categories -----------------------------------------------------------------------
 
     async def add_hosts(self, category: str, hosts: Sequence[str]) -> int:
-        """Add entries to a category (merging with other categories of the same entry); returns how many changed."""
+        """Add entries to a category's live generation; returns how many were new."""
         added = 0
-        keys = [self.key("hosts"), self.key("category", category), self.key("policy", "version")]
-        for start in range(0, len(hosts), BATCH):
-            added += int(await self._add_hosts(keys=keys, args=[category, *hosts[start : start + BATCH]]))
+        keys = [self.key("categories"), self.key("gen", "seq"), *self._bump_keys()]
+        for start in range(0, len(hosts), ADD_BATCH):
+            batch = list(hosts[start : start + ADD_BATCH])
+            message = json.dumps({"kind": "hosts", "category": category, "hosts": batch})
+            added += int(await self._add_hosts(keys=keys, args=[self.prefix, category, message, *batch]))
         return added
 
-    async def category_sizes(self) -> dict[str, int]:
-        names = [
-            key.removeprefix(self.key("category", ""))
-            async for key in self.client.scan_iter(match=self.key("category", "*"), count=1000)
-        ]
+    async def import_categories(
+        self,
+        sources: Mapping[str, Iterable[Sequence[str]]],
+        replace: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Stage each category's new generation beside the live one, then switch all of them in one step.
+
+        `replace` starts each generation empty; otherwise it starts as a copy of the live one. If anything
+        fails before the switch, the staged sets are deleted and the live lists are untouched.
+        """
+        live = await self.generations()
+        staged: dict[str, str] = {}
+        try:
+            for category, batches in sources.items():
+                generation = str(await self.client.incr(self.key("gen", "seq")))
+                staged[category] = generation
+                target = self.key("cat", category, generation)
+                if not replace and category in live:
+                    await self.client.sunionstore(target, [self.key("cat", category, live[category])])
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pending = 0
+                    for batch in batches:
+                        if batch:
+                            pipe.sadd(target, *batch)
+                            pending += 1
+                            if progress is not None:
+                                progress(len(batch))
+                        if pending >= 8:  # a few batches per round trip
+                            await pipe.execute()
+                            pending = 0
+                    await pipe.execute()
+            message = json.dumps({"kind": "categories", "categories": sorted(staged)})
+            args: list[str] = [message]
+            for category, generation in staged.items():
+                args += [category, generation, live.get(category, "")]
+            keys = [self.key("categories"), *self._bump_keys()]
+            version = int(await self._switch(keys=keys, args=args))
+        except BaseException:
+            if staged:
+                await self.client.unlink(*(self.key("cat", c, g) for c, g in staged.items()))
+            raise
+        retired = [self.key("cat", c, live[c]) for c in staged if c in live]
+        if retired:
+            await self.client.unlink(*retired)
+        sizes = await self._sizes(staged)
+        return ImportResult(entries=sizes, version=version)
+
+    async def _sizes(self, generations: Mapping[str, str]) -> dict[str, int]:
         async with self.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.scard(self.key("category", name))
+            for category, generation in generations.items():
+                pipe.scard(self.key("cat", category, generation))
             sizes = await pipe.execute()
-        return dict(sorted(zip(names, (int(size) for size in sizes), strict=True)))
+        return dict(sorted(zip(generations, (int(size) for size in sizes), strict=True)))
+
+    async def category_sizes(self) -> dict[str, int]:
+        return await self._sizes(await self.generations())
 
     async def is_empty(self) -> bool:
-        return not await self.client.exists(self.key("hosts"))
+        return not await self.client.exists(self.key("categories"))
 
     # ---- approvals ------------------------------------------------------------------------
 
@@ -161,21 +292,65 @@ class PolicyStore:
         await self._save(revoked)
         return revoked
 
-    async def list_approvals(self, user: str | None = None) -> list[Approval]:
-        if user:
-            users: Iterable[str] = [user]
-        else:
-            users = sorted({str(name) for name in await self.client.hvals(self.key("approval", "owner"))})
+    async def user_approvals(self, user: str) -> list[Approval]:
+        return [Approval.from_json(text) for text in await self.client.hvals(self.key("approvals", "user", user))]
+
+    async def all_approvals(self) -> dict[str, tuple[Approval, ...]]:
+        users = sorted({str(name) for name in await self.client.hvals(self.key("approval", "owner"))})
         async with self.client.pipeline(transaction=False) as pipe:
             for name in users:
                 pipe.hvals(self.key("approvals", "user", name))
             results = await pipe.execute()
-        approvals = [Approval.from_json(text) for texts in results for text in texts]
+        return {
+            name: tuple(Approval.from_json(text) for text in texts)
+            for name, texts in zip(users, results, strict=True)
+            if texts
+        }
+
+    async def list_approvals(self, user: str | None = None) -> list[Approval]:
+        if user:
+            approvals = await self.user_approvals(user)
+        else:
+            approvals = [approval for held in (await self.all_approvals()).values() for approval in held]
         return sorted(approvals, key=lambda approval: int(approval.id.lstrip("A")))
 
     async def _save(self, approval: Approval) -> None:
+        message = json.dumps({"kind": "approvals", "user": approval.user}, ensure_ascii=False)
+        await self._load_scripts()
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self.key("approvals", "user", approval.user), approval.id, approval.to_json())
             pipe.hset(self.key("approval", "owner"), approval.id, approval.user)
-            pipe.incr(self.key("policy", "version"))
+            pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), message)
             await pipe.execute()
+
+    async def _load_scripts(self) -> None:
+        """EVALSHA inside MULTI cannot fall back to EVAL, so make sure the script is loaded first."""
+        if not await self.client.script_exists(self._bump.sha) == [True]:
+            await self.client.script_load(BUMP_SCRIPT)
+
+    # ---- rules ----------------------------------------------------------------------------
+
+    async def add_rule(
+        self, kind: RuleKind, host: str, path_prefix: str = "/", category: str | None = None, note: str = ""
+    ) -> Rule:
+        number = await self.client.incr(self.key("rule", "seq"))
+        rule = Rule(id=f"R{number}", kind=kind, host=host, path_prefix=path_prefix, category=category, note=note)
+        await self._load_scripts()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key("rules"), rule.id, rule.to_json())
+            pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), json.dumps({"kind": "rules"}))
+            await pipe.execute()
+        return rule
+
+    async def remove_rule(self, rule_id: str) -> None:
+        if not await self.client.hexists(self.key("rules"), rule_id):
+            raise StoreError(f"no rule with id {rule_id!r}")
+        await self._load_scripts()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.key("rules"), rule_id)
+            pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), json.dumps({"kind": "rules"}))
+            await pipe.execute()
+
+    async def list_rules(self) -> list[Rule]:
+        rules = [Rule.from_json(text) for text in await self.client.hvals(self.key("rules"))]
+        return sorted(rules, key=lambda rule: int(rule.id.lstrip("R")))

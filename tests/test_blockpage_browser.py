@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import CLI
 from tests.support.browser import dump_dom, screenshot
-from tests.support.icap_client import exchange, reqmod
+from tests.support.icap_client import exchange, reqmod, wait_until_synced
 
 
 def block_page_body(response: bytes) -> bytes:
@@ -47,8 +47,11 @@ def distinct_colours(path: Path) -> int:
 
 
 @pytest.mark.browser
-def test_block_page_renders_in_chromium(cli: CLI, icap_server: tuple[str, int], tmp_path: Path) -> None:
+def test_block_page_renders_in_chromium(
+    cli: CLI, icap_server: tuple[str, int], tmp_path: Path, redis_url: str
+) -> None:
     cli("categories", "add", "webmail", "mail.google.com")
+    wait_until_synced(icap_server[1], redis_url)
     (response,) = exchange(icap_server[1], reqmod("http://mail.google.com/mail/u/0/", user="<b>alice</b>"))
     page = tmp_path / "block.html"
     page.write_bytes(block_page_body(response))

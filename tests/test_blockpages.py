@@ -7,11 +7,12 @@ import re
 from datetime import UTC, datetime
 
 from blockpages.render import BlockPage, render_block_page
-from icap_server.application import Application, Verdict
+from icap_server.application import Application, FixedPolicy, Verdict
 from icap_server.config import Config
 from icap_server.protocol import ICAPConnection, Request
 from policy.decision import Action, Decision, Reason
 from policy.identity import Identity
+from policy.state import PolicyState
 
 NOW = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
 
@@ -62,7 +63,7 @@ def test_everything_reflected_is_escaped() -> None:
 
 
 def test_icap_answer_is_a_403_with_exact_length_and_no_store() -> None:
-    app = Application(Config(), store=None)  # type: ignore[arg-type]  # respond() needs no store
+    app = Application(Config(), FixedPolicy(PolicyState(version=7)))
     http = b"GET http://mail.google.com/ HTTP/1.1\r\nHost: mail.google.com\r\n\r\n"
     conn = ICAPConnection()
     conn.receive_data(

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CLI
+from tests.support.icap_client import wait_until_synced
 from tests.support.requirements import require_program
 
 pytestmark = pytest.mark.cicap
@@ -75,7 +76,12 @@ def c_icap_client(port: int, *args: str, out: Path, timeout: float = 30) -> CICA
 
 
 def icap_records(tmp_path: Path) -> list[dict[str, Any]]:
-    lines = (tmp_path / "serve.log").read_text(encoding="utf-8").splitlines()
+    """Log lines of the test's own transactions (after the set-up's sync checks, see `server`)."""
+    offset_file = tmp_path / "serve.log.offset"
+    offset = int(offset_file.read_text()) if offset_file.exists() else 0
+    with (tmp_path / "serve.log").open("rb") as log:
+        log.seek(offset)
+        lines = log.read().decode("utf-8").splitlines()
     return [record for line in lines if line.startswith("{") and (record := json.loads(line)).get("event") == "icap"]
 
 
@@ -91,11 +97,23 @@ def wait_for_record(tmp_path: Path, **fields: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def server(icap_server: tuple[str, int], cli: CLI) -> int:
+def server(icap_server: tuple[str, int], cli: CLI, redis_url: str, tmp_path: Path) -> int:
     """The ICAP port of a running Clearance with mail.google.com in webmail (restricted)."""
     require_program("c-icap-client")
     cli("categories", "add", "webmail", "mail.google.com")
+    wait_until_synced(icap_server[1], redis_url)
+    mark_log_start(tmp_path)
     return icap_server[1]
+
+
+def mark_log_start(tmp_path: Path) -> None:
+    """Remember where the test's own log lines will start, once the set-up's lines have all been written."""
+    log = tmp_path / "serve.log"
+    size = -1
+    while size != log.stat().st_size:  # the server logs just after answering: let it finish
+        size = log.stat().st_size
+        time.sleep(0.05)
+    (tmp_path / "serve.log.offset").write_text(str(size))
 
 
 def test_options(server: int, tmp_path: Path) -> None:
@@ -163,11 +181,13 @@ def test_restricted_url_gets_the_block_page(server: int, tmp_path: Path) -> None
     assert (record["user"], record["host"], record["category"]) == ("alice", "mail.google.com", "webmail")
 
 
-def test_restricted_url_with_an_approval_gets_204(server: int, cli: CLI, tmp_path: Path) -> None:
+def test_restricted_url_with_an_approval_gets_204(server: int, cli: CLI, tmp_path: Path, redis_url: str) -> None:
     approval_id = cli(
         "approvals", "grant", "--user", "alice", "--category", "webmail", "--days", "1",
         "--approver", "head", "--reason", "c-icap test",
     ).stdout.strip()
+    wait_until_synced(server, redis_url)
+    mark_log_start(tmp_path)
     args = ("-s", "reqmod", "-req", "http://mail.google.com/", "-x", "X-Client-Username: CORP\\Alice")
     result = c_icap_client(server, *args, out=tmp_path / "out")
     assert result.status_line() == "ICAP/1.0 204 No Content", result.stderr

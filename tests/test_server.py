@@ -8,7 +8,7 @@ import struct
 import time
 
 from tests.conftest import CLI, StartServer
-from tests.support.icap_client import OPTIONS, exchange, read_response, reqmod
+from tests.support.icap_client import OPTIONS, exchange, read_response, reqmod, wait_until_synced
 from tests.support.net import free_port
 
 
@@ -23,23 +23,27 @@ def istag_of(response: bytes) -> str:
     raise AssertionError("no ISTag")
 
 
-def test_istag_changes_when_policy_changes(cli: CLI, icap_server: tuple[str, int]) -> None:
+def test_istag_changes_when_policy_changes(cli: CLI, icap_server: tuple[str, int], redis_url: str) -> None:
     port = icap_server[1]
     (first,) = exchange(port, OPTIONS)
     cli("categories", "add", "webmail", "mail.example")
+    wait_until_synced(port, redis_url)
     (second,) = exchange(port, OPTIONS)
     approval = cli("approvals", "grant", "--user", "a", "--category", "webmail", "--days", "1",
                    "--approver", "h", "--reason", "r").stdout.strip()
+    wait_until_synced(port, redis_url)
     (third,) = exchange(port, OPTIONS)
     cli("approvals", "revoke", approval, "--by", "h")
+    wait_until_synced(port, redis_url)
     (fourth,) = exchange(port, OPTIONS)
     tags = [istag_of(response) for response in (first, second, third, fourth)]
     assert len(set(tags)) == 4, tags
     assert all(tag.startswith('"') and tag.endswith('"') and len(tag) <= 34 for tag in tags)
 
 
-def test_decisions_over_one_persistent_connection(cli: CLI, icap_server: tuple[str, int]) -> None:
+def test_decisions_over_one_persistent_connection(cli: CLI, icap_server: tuple[str, int], redis_url: str) -> None:
     cli("categories", "add", "webmail", "mail.example")
+    wait_until_synced(icap_server[1], redis_url)
     responses = exchange(
         icap_server[1],
         reqmod("http://mail.example/inbox", user="alice"),
@@ -97,7 +101,7 @@ def test_client_reset_mid_message_does_not_hurt_the_server(icap_server: tuple[st
 
 def test_redis_failure_gives_500_not_a_crash(start_icap_server: StartServer) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    server = start_icap_server(redis=dead)
+    server = start_icap_server("server:\n  startup_timeout: 0.5\npolicy:\n  load_default_lists: false\n", redis=dead)
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(reqmod("http://mail.example/"))
         response = sock.recv(65536)

@@ -101,3 +101,36 @@ def exchange(port: int, *messages: bytes) -> list[bytes]:
             sock.sendall(message)
             responses.append(read_response(sock, buffer))
         return responses
+
+
+def istag(port: int) -> str:
+    """The ISTag a server's OPTIONS answer carries now."""
+    (response,) = exchange(port, OPTIONS)
+    for line in response.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"istag:"):
+            return line.split(b":", 1)[1].strip().decode()
+    raise AssertionError(f"no ISTag in {response!r}")
+
+
+def wait_until_synced(port: int, redis_url: str, timeout: float = 2.0) -> float:
+    """Wait until the server's ISTag shows the policy version Redis holds; return how long it took.
+
+    Serve processes apply changes from Redis notifications, so a change made with the CLI reaches them a
+    moment later; tests that act right after a change wait here, and fail if it takes over `timeout`.
+    """
+    import time
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    started = time.monotonic()
+    try:
+        while True:
+            expected = f'"CL-{int(client.get("clearance:policy:version") or 0)}"'
+            if istag(port) == expected:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"server on port {port} still at {istag(port)}, Redis at {expected}")
+            time.sleep(0.01)
+    finally:
+        client.close()
