@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from policy.categories import ListError, default_list, parse_host_entry, parse_host_list, validate_category
 from policy.identity import normalise_username
+from policy.rules import normalise_path_prefix
 from policy.store import PolicyStore, StoreError
 
 from . import __version__
@@ -77,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--reason")
     listing = approvals.add_parser("list", help="list approvals")
     listing.add_argument("--user")
+
+    rules = commands.add_parser("rules", help="URL rules: allow-list entries and path rules").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    allow = rules.add_parser("allow", help="let a host (or a path under it) through whatever its categories")
+    allow.add_argument("host")
+    allow.add_argument("--path", default="/", help="path prefix (default: the whole host)")
+    allow.add_argument("--note", default="", help="why, e.g. 'department mail on Google Workspace'")
+    path_rule = rules.add_parser("category", help="put a path prefix of a host under a category")
+    path_rule.add_argument("host")
+    path_rule.add_argument("--path", required=True, help="path prefix, e.g. /personal")
+    path_rule.add_argument("--category", required=True)
+    path_rule.add_argument("--note", default="")
+    rules.add_parser("list", help="list URL rules")
+    remove_rule = rules.add_parser("remove", help="remove a URL rule")
+    remove_rule.add_argument("id")
 
     explain = commands.add_parser("explain", help="the decision for a URL and why (same path as serve)")
     explain.add_argument("url")
@@ -329,6 +346,61 @@ def explain(args: argparse.Namespace, config: Config) -> StoreAction:
     return action
 
 
+# ---- rules -------------------------------------------------------------------------------
+
+
+def _rule_target(args: argparse.Namespace) -> tuple[str, str]:
+    host = parse_host_entry(args.host)
+    if host is None:
+        raise UsageError(f"{args.host!r} is not a host name or IP address")
+    try:
+        return host, normalise_path_prefix(args.path)
+    except ValueError as error:
+        raise UsageError(f"--path: {error}") from None
+
+
+def rules_allow(args: argparse.Namespace, config: Config) -> StoreAction:
+    host, path = _rule_target(args)
+
+    async def action(store: PolicyStore) -> int:
+        rule = await store.add_rule("allow", host, path, None, args.note.strip())
+        print(rule.id)
+        return 0
+
+    return action
+
+
+def rules_category(args: argparse.Namespace, config: Config) -> StoreAction:
+    host, path = _rule_target(args)
+    category = checked_category(args.category)
+
+    async def action(store: PolicyStore) -> int:
+        rule = await store.add_rule("category", host, path, category, args.note.strip())
+        print(rule.id)
+        return 0
+
+    return action
+
+
+def rules_list(args: argparse.Namespace, config: Config) -> StoreAction:
+    async def action(store: PolicyStore) -> int:
+        rows = [("ID", "RULE", "NOTE")]
+        rows += [(rule.id, rule.describe(), rule.note) for rule in await store.list_rules()]
+        print_table(rows)
+        return 0
+
+    return action
+
+
+def rules_remove(args: argparse.Namespace, config: Config) -> StoreAction:
+    async def action(store: PolicyStore) -> int:
+        await store.remove_rule(args.id)
+        print(f"{args.id} removed")
+        return 0
+
+    return action
+
+
 HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], StoreAction]] = {
     ("categories", "add"): categories_add,
     ("categories", "load"): categories_load,
@@ -337,5 +409,9 @@ HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], St
     ("approvals", "grant"): approvals_grant,
     ("approvals", "revoke"): approvals_revoke,
     ("approvals", "list"): approvals_list,
+    ("rules", "allow"): rules_allow,
+    ("rules", "category"): rules_category,
+    ("rules", "list"): rules_list,
+    ("rules", "remove"): rules_remove,
     ("explain", None): explain,
 }

@@ -103,3 +103,34 @@ def test_unreachable_redis_is_one_line(cli: CLI, tmp_path) -> None:  # type: ign
     result = cli("--redis", f"redis://127.0.0.1:{free_port()}/0", "categories", "stats", check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("clearance: Redis is not reachable") and result.stderr.count("\n") == 1
+
+
+def test_rules_allow_and_path_category_show_in_explain(cli: CLI) -> None:
+    cli("categories", "add", "webmail", "mail.google.com")
+    cli("categories", "add", "cloud-storage", "drive.example.net")
+    allow_id = cli("rules", "allow", "mail.google.com", "--path", "/a/agency.gov.hk/",
+                   "--note", "department mail on Workspace").stdout.strip()
+    path_id = cli(
+        "rules", "category", "portal.example.com", "--path", "/personal/", "--category", "cloud-storage"
+    ).stdout.strip()
+    whole_id = cli("rules", "allow", "drive.example.net").stdout.strip()
+
+    allowed = cli("explain", "https://mail.google.com/a/agency.gov.hk/inbox", "--user", "bob").stdout
+    assert "decision:  pass" in allowed and "allow-listed" in allowed and allow_id in allowed
+    personal = cli("explain", "https://mail.google.com/mail/u/0/", "--user", "bob").stdout
+    assert "decision:  block" in personal and "rule:      -" in personal
+    shared = cli("explain", "https://portal.example.com/personal/files", "--user", "bob").stdout
+    assert "decision:  block" in shared and "cloud-storage" in shared and path_id in shared
+    corporate = cli("explain", "https://portal.example.com/team/", "--user", "bob").stdout
+    assert "decision:  pass" in corporate and "not-restricted" in corporate
+    sanctioned = cli("explain", "https://x.drive.example.net/", "--user", "bob").stdout
+    assert "allow-listed" in sanctioned and whole_id in sanctioned
+
+    listed = cli("rules", "list").stdout
+    assert allow_id in listed and "department mail on Workspace" in listed and "-> cloud-storage" in listed
+    cli("rules", "remove", whole_id)
+    assert "decision:  block" in cli("explain", "https://x.drive.example.net/", "--user", "bob").stdout
+    bad = cli("rules", "remove", whole_id, check=False)
+    assert bad.returncode == 2 and "no rule" in bad.stderr
+    bad_path = cli("rules", "allow", "x.example", "--path", "nope", check=False)
+    assert bad_path.returncode == 2 and "--path" in bad_path.stderr
