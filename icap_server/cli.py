@@ -25,6 +25,8 @@ from policy.store import PolicyStore, StoreError
 from . import __version__
 from .config import Config, ConfigError, load_config, parse_listen
 from .embedded_redis import EmbeddedRedisError, ensure_embedded_redis
+from .import_command import add_arguments as add_import_arguments
+from .import_command import categories_import
 from .logs import configure_logging
 
 EXIT_USAGE = 2
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the ICAP server")
     serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default: server.listen)")
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="server processes sharing the port (default: server.workers)"
+    )
 
     categories = commands.add_parser("categories", help="manage category lists").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -60,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     lookup = categories.add_parser("lookup", help="show which list entry and categories govern a URL or host")
     lookup.add_argument("url")
     categories.add_parser("stats", help="entries per category")
+    add_import_arguments(
+        categories.add_parser("import", help="import UT1 / squidGuard trees, host,category CSV or host lists")
+    )
 
     approvals = commands.add_parser("approvals", help="grant, revoke and list approvals").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -127,8 +135,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
             host, port = parse_listen(listen)
         except ValueError as error:
             raise UsageError(f"--listen: {error}") from None
+        workers = config.server.workers if args.workers is None else args.workers
+        if workers < 0:
+            raise UsageError(f"--workers must be 0 (one per core) or more, got {workers}")
         configure_logging(config.logging.level, config.logging.format)
-        return run_server(config, redis_url(config), host, port)
+        return run_server(config, redis_url(config), host, port, workers)
     handler = HANDLERS[(args.command, getattr(args, "action", None))]
     prepared = handler(args, config)  # validates everything before any connection is made
     return asyncio.run(with_store(config, prepared))
@@ -406,6 +417,7 @@ HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], St
     ("categories", "load"): categories_load,
     ("categories", "lookup"): categories_lookup,
     ("categories", "stats"): categories_stats,
+    ("categories", "import"): categories_import,
     ("approvals", "grant"): approvals_grant,
     ("approvals", "revoke"): approvals_revoke,
     ("approvals", "list"): approvals_list,

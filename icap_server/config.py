@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -41,6 +42,7 @@ class OrganisationConfig:
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: str = "127.0.0.1:1344"
+    workers: int = 0
     max_header_bytes: int = 65536
     idle_timeout: float = 300.0
     request_timeout: float = 30.0
@@ -69,6 +71,19 @@ class LoggingConfig:
     format: Literal["auto", "json", "console"] = "auto"
 
 
+DEFAULT_CATEGORY_MAP: Mapping[str, str] = types.MappingProxyType(
+    {"webmail": "webmail", "filehosting": "cloud-storage", "chat": "web-im"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportConfig:
+    """`clearance categories import`: which categories of a third-party list (UT1, CSV) go where."""
+
+    category_map: Mapping[str, str] = field(default_factory=lambda: DEFAULT_CATEGORY_MAP)
+    only_mapped: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     organisation: OrganisationConfig = field(default_factory=OrganisationConfig)
@@ -77,6 +92,8 @@ class Config:
     identity: IdentityRules = field(default_factory=IdentityRules)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # `import` is a Python keyword: the YAML key is `import`, the attribute `import_`.
+    import_: ImportConfig = field(default_factory=ImportConfig, metadata={"key": "import"})
     source: str = "built-in defaults"
 
 
@@ -137,8 +154,15 @@ def _check(config: Config) -> None:
         ZoneInfo(config.policy.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"policy.timezone: unknown time zone {config.policy.timezone!r}") from None
+    for source, target in config.import_.category_map.items():
+        try:
+            validate_category(target)
+        except ValueError as error:
+            raise ConfigError(f"import.category_map.{source}: {error}") from None
     if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"redis.url: expected a redis://, rediss:// or unix:// URL, got {config.redis.url!r}")
+    if config.server.workers < 0:
+        raise ConfigError("server.workers: must be 0 (one per core) or more")
     for name in ("max_header_bytes", "max_connections", "options_ttl"):
         if getattr(config.server, name) <= 0:
             raise ConfigError(f"server.{name}: must be greater than 0")
@@ -151,12 +175,14 @@ def _build(cls: type[Any], data: Any, path: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'top level'}: expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
-    names = {item.name for item in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    names = {item.metadata.get("key", item.name): item.name for item in dataclasses.fields(cls)}  # key -> field
+    unknown = sorted(set(data) - set(names))
     if unknown:
         where = f"{path}." if path else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(names - {'source'}))})")
-    values = {name: _convert(hints[name], value, f"{path}.{name}" if path else name) for name, value in data.items()}
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(set(names) - {'source'}))})")
+    values = {
+        names[key]: _convert(hints[names[key]], value, f"{path}.{key}" if path else key) for key, value in data.items()
+    }
     return cls(**values)
 
 
@@ -175,6 +201,15 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if value not in allowed:
             raise ConfigError(f"{path}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
         return value
+    if origin is Mapping:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        key_hint, value_hint = get_args(hint)
+        converted = {}
+        for key, item in value.items():
+            name = _convert(key_hint, key, f"{path} key")
+            converted[name] = _convert(value_hint, item, f"{path}.{name}")
+        return types.MappingProxyType(converted)
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")

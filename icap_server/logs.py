@@ -21,12 +21,14 @@ def configure_logging(
     )
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=output),  # type: ignore[arg-type]
+        # One write per line (message and newline together), so workers sharing stdout never interleave.
+        logger_factory=structlog.WriteLoggerFactory(file=output),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

@@ -1,8 +1,9 @@
-"""`clearance serve`: connect the store, load default lists on first start, run the ICAP server."""
+"""`clearance serve`: prepare the store, then run one server process, or a supervisor and N workers."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import structlog
 from redis.exceptions import RedisError
@@ -18,37 +19,54 @@ from .sync import PolicySync
 log = structlog.get_logger("clearance")
 
 
-def run_server(config: Config, redis_url: str, host: str, port: int) -> int:
+def run_server(config: Config, redis_url: str, host: str, port: int, workers: int) -> int:
+    """Load the default lists once (before any worker starts), then serve."""
+    asyncio.run(_prepare_store(config, redis_url))
+    count = workers or os.cpu_count() or 1
+    if count == 1:
+        return run_worker(config, redis_url, host, port, reuse_port=False)
+    from .workers import Supervisor
+
+    return Supervisor(config, redis_url, host, port, count).run()
+
+
+def run_worker(config: Config, redis_url: str, host: str, port: int, reuse_port: bool) -> int:
     try:
         import uvloop
     except ImportError:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    return runner(_main(config, redis_url, host, port))
+    return runner(_worker_main(config, redis_url, host, port, reuse_port))
 
 
-async def _main(config: Config, redis_url: str, host: str, port: int) -> int:
+async def _prepare_store(config: Config, redis_url: str) -> None:
+    store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
+    try:
+        loaded = await load_default_lists(store, config)
+        if loaded:
+            log.info("default_lists_loaded", entries=loaded)
+    except RedisError as error:
+        # Start anyway: requests get ICAP 500 (Squid fails closed with bypass=off) until Redis is back.
+        log.error("redis_unavailable", error=str(error), url=redact(redis_url))
+    finally:
+        await store.close()
+
+
+async def _worker_main(config: Config, redis_url: str, host: str, port: int, reuse_port: bool) -> int:
     store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
     sync = PolicySync(store)
     app = Application(config, sync)
+    follower = asyncio.create_task(sync.run())
     try:
-        try:
-            loaded = await load_default_lists(store, config)
-            if loaded:
-                log.info("default_lists_loaded", entries=loaded)
-        except RedisError as error:
-            # Start anyway: requests get ICAP 500 (Squid fails closed with bypass=off) until Redis is back.
-            log.error("redis_unavailable", error=str(error), url=redact(redis_url))
-        follower = asyncio.create_task(sync.run())
         try:
             # Serve once the policy is loaded; if Redis stays away, serve anyway and answer 500 meanwhile.
             await asyncio.wait_for(sync.loaded.wait(), timeout=config.server.startup_timeout)
         except TimeoutError:
             log.error("policy_not_loaded", waited_s=config.server.startup_timeout, url=redact(redis_url))
-        await serve(app, host, port)
-        follower.cancel()
+        await serve(app, host, port, reuse_port=reuse_port)
     finally:
+        follower.cancel()
         await store.close()
     return 0
 

@@ -51,8 +51,10 @@ class ICAPServer:
         self._busy: set[asyncio.Task[None]] = set()  # connections in the middle of a transaction
         self._stopping = False
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._on_connect, host, port, limit=READ_SIZE)
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connect, host, port, limit=READ_SIZE, reuse_port=reuse_port or None
+        )
 
     @property
     def sockets(self) -> list[tuple[str, int]]:
@@ -165,10 +167,12 @@ class ICAPServer:
         )
 
 
-async def serve(app: Application, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    app: Application, host: str, port: int, ready: asyncio.Event | None = None, reuse_port: bool = False
+) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     server = ICAPServer(app)
-    await server.start(host, port)
+    await server.start(host, port, reuse_port)
     log.info("listening", address=f"{host}:{port}", policy_version=app.policy.version)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_config_yaml_equals_the_built_in_defaults() -> None:
     loaded = load_config(PROJECT_ROOT / "config.yaml")
     defaults = Config()
-    for section in ("organisation", "server", "redis", "identity", "policy", "logging"):
+    for section in ("organisation", "server", "redis", "identity", "policy", "logging", "import_"):
         assert getattr(loaded, section) == getattr(defaults, section), section
 
 

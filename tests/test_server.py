@@ -111,7 +111,7 @@ def test_redis_failure_gives_500_not_a_crash(start_icap_server: StartServer) -> 
 
 
 def test_connections_beyond_the_limit_get_503(start_icap_server: StartServer) -> None:
-    server = start_icap_server("server:\n  max_connections: 2\npolicy:\n  load_default_lists: false\n")
+    server = start_icap_server("server:\n  max_connections: 2\n  workers: 1\npolicy:\n  load_default_lists: false\n")
     time.sleep(0.3)  # let the server notice that the readiness probe's connection closed
     held = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(2)]
     try:

@@ -112,11 +112,12 @@ def istag(port: int) -> str:
     raise AssertionError(f"no ISTag in {response!r}")
 
 
-def wait_until_synced(port: int, redis_url: str, timeout: float = 2.0) -> float:
+def wait_until_synced(port: int, redis_url: str, timeout: float = 2.0, probes: int = 8) -> float:
     """Wait until the server's ISTag shows the policy version Redis holds; return how long it took.
 
     Serve processes apply changes from Redis notifications, so a change made with the CLI reaches them a
     moment later; tests that act right after a change wait here, and fail if it takes over `timeout`.
+    With several workers on one port, `probes` fresh connections in a row must all agree.
     """
     import time
 
@@ -127,7 +128,7 @@ def wait_until_synced(port: int, redis_url: str, timeout: float = 2.0) -> float:
     try:
         while True:
             expected = f'"CL-{int(client.get("clearance:policy:version") or 0)}"'
-            if istag(port) == expected:
+            if all(istag(port) == expected for _ in range(probes)):
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 raise AssertionError(f"server on port {port} still at {istag(port)}, Redis at {expected}")

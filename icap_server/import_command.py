@@ -1,0 +1,289 @@
+"""`clearance categories import`: bulk lists (UT1 / squidGuard trees, host,category CSV, plain lists) into Redis.
+
+The handler reads and checks the whole source before any connection is made (`policy.importers.scan`); the
+action then reads it again in batches straight into `PolicyStore.import_categories`, which stages every
+category's new generation beside the live one and switches all of them in one step. On a terminal, rich
+progress bars show counts and rates on stderr; otherwise only the summary is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from redis.exceptions import ResponseError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from policy.categories import validate_category
+from policy.importers import (
+    FORMATS,
+    SKIP_LABELS,
+    CategoryMap,
+    ScanReport,
+    Source,
+    SourceError,
+    host_batches,
+    open_source,
+    scan,
+)
+from policy.store import IMPORT_BATCH, PolicyStore
+
+if TYPE_CHECKING:
+    from .cli import StoreAction
+    from .config import Config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `categories import` (cli.py builds the parser; this keeps the options in one place)."""
+    parser.add_argument("path", metavar="PATH", help="a UT1 / squidGuard directory, a host,category CSV or a list")
+    parser.add_argument("--format", choices=FORMATS, default="auto", help="default: detect from PATH")
+    parser.add_argument("--category", help="the category of a plain host list")
+    parser.add_argument(
+        "--replace", action="store_true", help="each imported category holds exactly the source (default: merge)"
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="SRC=DST",
+        help="import source category SRC as DST (adds to or overrides import.category_map)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="read and check everything, write nothing")
+
+
+def _usage(message: str) -> Exception:
+    from .cli import UsageError  # cli imports this module; import back only when running
+
+    return UsageError(message)
+
+
+def parse_maps(values: Sequence[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for value in values:
+        source, sep, target = value.partition("=")
+        source, target = source.strip().lower(), target.strip()
+        if not sep or not source or not target:
+            raise _usage(f"--map: expected SRC=DST, got {value!r}")
+        try:
+            overrides[source] = validate_category(target)
+        except ValueError as error:
+            raise _usage(f"--map {value}: {error}") from None
+    return overrides
+
+
+def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
+    from pathlib import Path
+
+    path = Path(args.path)
+    try:
+        cmap = CategoryMap(config.import_.category_map, config.import_.only_mapped).with_overrides(
+            parse_maps(args.map)
+        )
+        source = open_source(path, args.format, args.category)
+    except (SourceError, ValueError) as error:
+        raise _usage(str(error)) from None
+    show = sys.stderr.isatty()
+    started = time.perf_counter()
+    try:
+        with ProgressDisplay(show) as display:
+            report = scan(source, cmap, display.task(f"Reading {path.name or path}", None, "lines"))
+    except SourceError as error:
+        raise _usage(str(error)) from None
+    parsed = time.perf_counter() - started
+    if not report.targets:
+        raise _usage(f"{path}: nothing to import: {_nothing_hint(report)}")
+    if args.dry_run:
+
+        async def dry_run(store: PolicyStore) -> int:
+            print_dry_run(report, parsed)
+            return 0
+
+        return dry_run
+
+    async def action(store: PolicyStore) -> int:
+        before = await store.category_sizes()
+        written = time.perf_counter()
+        with ProgressDisplay(show) as display:
+            advance = display.task("Importing", report.tally.total_hosts, "hosts")
+            sources = {
+                target: _announce(display, target, host_batches(source, cmap, target, IMPORT_BATCH, hosts))
+                for target, hosts in sorted(report.tally.hosts.items())
+            }
+            try:
+                result = await store.import_categories(sources, replace=args.replace, progress=advance)
+            except SourceError as error:
+                raise _usage(str(error)) from None
+            except ResponseError as error:
+                if "CONFLICT" not in str(error):
+                    raise
+                raise _usage(f"{error}; nothing was changed: run the import again") from None
+        elapsed = time.perf_counter() - started
+        print_result(report, result.entries, before, args.replace, parsed, time.perf_counter() - written, elapsed)
+        print(f"policy version {result.version}")
+        return 0
+
+    return action
+
+
+def _announce(display: ProgressDisplay, target: str, batches: Iterator[list[str]]) -> Iterator[list[str]]:
+    display.describe(f"Importing {target}")
+    yield from batches
+
+
+def _nothing_hint(report: ScanReport) -> str:
+    if report.tally.not_imported:
+        names = ", ".join(sorted(report.tally.not_imported))
+        return (
+            f"no source category is mapped to a Clearance category (found: {names}); "
+            "use --map SRC=DST, import.category_map, or import.only_mapped: false"
+        )
+    return "no entries found"
+
+
+# ---- output ----------------------------------------------------------------------------------------
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}" if seconds > 0 else "-"
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def print_left_out(report: ScanReport) -> None:
+    tally = report.tally
+    if tally.not_imported:
+        listed = ", ".join(f"{name} ({count:,})" for name, count in sorted(tally.not_imported.items()))
+        print(f"not imported (no mapping): {listed}")
+    if tally.skipped:
+        reasons = ", ".join(
+            f"{count:,} {SKIP_LABELS.get(reason, reason)}" for reason, count in sorted(tally.skipped.items())
+        )
+        print(f"skipped lines: {reasons}")
+        for problem in tally.examples:
+            print(f"  {problem}")
+
+
+def print_dry_run(report: ScanReport, parsed: float) -> None:
+    tally = report.tally
+    rows = [("CATEGORY", "READ", "FROM")]
+    for target in report.targets:
+        rows.append((target, f"{tally.hosts[target]:,}", _from(report, target)))
+    print_table(rows)
+    print_left_out(report)
+    print(
+        f"dry run: nothing written; {tally.total_hosts:,} entries for {len(report.targets)} categories "
+        f"read from {_describe(report.source)} in {parsed:.2f} s ({rate(tally.lines, parsed)} lines/s)"
+    )
+
+
+def print_result(
+    report: ScanReport,
+    entries: Mapping[str, int],
+    before: Mapping[str, int],
+    replace: bool,
+    parsed: float,
+    written: float,
+    elapsed: float,
+) -> None:
+    tally = report.tally
+    rows = [("CATEGORY", "ENTRIES", "BEFORE", "READ", "FROM")]
+    for target in report.targets:
+        rows.append(
+            (
+                target,
+                f"{entries.get(target, 0):,}",
+                f"{before.get(target, 0):,}",
+                f"{tally.hosts[target]:,}",
+                _from(report, target),
+            )
+        )
+    print_table(rows)
+    print_left_out(report)
+    mode = "replaced" if replace else "merged"
+    print(
+        f"imported {tally.total_hosts:,} entries into {len(report.targets)} categories ({mode}) "
+        f"in {elapsed:.2f} s, {rate(tally.total_hosts, elapsed)} hosts/s "
+        f"(check {parsed:.2f} s, write {written:.2f} s)"
+    )
+
+
+def _from(report: ScanReport, target: str) -> str:
+    """The source categories feeding a target, with their aliases: `webmail (alias courrier)`."""
+    names = []
+    for name in report.tally.sources[target]:
+        aliases = report.source.aliases.get(name, ())
+        names.append(f"{name} (alias {', '.join(aliases)})" if aliases else name)
+    return ", ".join(names)
+
+
+def _describe(source: Source) -> str:
+    return f"{source.path} ({source.format}, {len(source.files)} files)"
+
+
+# ---- progress ---------------------------------------------------------------------------------------
+
+
+class CountColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "")
+        if task.total is None:
+            return Text(f"{int(task.completed):,} {unit}")
+        return Text(f"{int(task.completed):,}/{int(task.total):,} {unit}")
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "")
+        return Text(f"{speed:,.0f} {unit}/s" if speed else "")
+
+
+class ProgressDisplay:
+    """rich progress bars on stderr when it is a terminal; a no-op otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress: Progress | None = None
+        self.current: TaskID | None = None
+        if enabled:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                CountColumn(),
+                RateColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=sys.stderr),
+                transient=True,
+            )
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def task(self, description: str, total: int | None, unit: str) -> Callable[[int], None] | None:
+        progress = self.progress
+        if progress is None:
+            return None
+        task = progress.add_task(description, total=total, unit=unit)
+        self.current = task
+        return lambda count: progress.advance(task, count)
+
+    def describe(self, description: str) -> None:
+        if self.progress is not None and self.current is not None:
+            self.progress.update(self.current, description=description)
