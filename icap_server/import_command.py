@@ -28,7 +28,6 @@ from policy.importers import (
     ScanReport,
     Source,
     SourceError,
-    host_batches,
     open_source,
     scan,
 )
@@ -112,8 +111,7 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
         with ProgressDisplay(show) as display:
             advance = display.task("Importing", report.tally.total_hosts, "hosts")
             sources = {
-                target: _announce(display, target, host_batches(source, cmap, target, IMPORT_BATCH, hosts))
-                for target, hosts in sorted(report.tally.hosts.items())
+                target: _announce(display, target, report.batches(target, IMPORT_BATCH)) for target in report.targets
             }
             try:
                 result = await store.import_categories(sources, replace=args.replace, progress=advance)

@@ -34,8 +34,8 @@ class _DateCache:
 _dates = _DateCache()
 
 
-def base_headers(tag: str) -> list[tuple[str, str]]:
-    return [("ISTag", tag), ("Date", _dates.now()), ("Server", SERVER)]
+def base_headers(tag: str) -> tuple[tuple[str, str], ...]:
+    return (("ISTag", tag), ("Date", _dates.now()), ("Server", SERVER))
 
 
 def options(tag: str, methods: str, max_connections: int, options_ttl: int) -> Response:
@@ -49,7 +49,7 @@ def options(tag: str, methods: str, max_connections: int, options_ttl: int) -> R
         ("Preview", "0"),
         ("Transfer-Preview", "*"),
     ]
-    return Response(200, headers)
+    return Response(200, tuple(headers))
 
 
 def no_content(tag: str) -> Response:

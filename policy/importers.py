@@ -36,14 +36,17 @@ PATH_ENTRY = "a path entry (use rules for paths)"
 SKIP_LABELS = {NOT_A_HOST: "not host names or IP addresses", PATH_ENTRY: "path entries (use rules for paths)"}
 EXAMPLES = 5
 CSV_HOST_HEADERS = frozenset({"host", "hostname", "domain", "site", "url", "entry"})
-PROGRESS_LINES = 20000  # lines between progress callbacks while scanning
+PROGRESS_LINES = 20000  # lines between progress callbacks while reading CSV
+KEEP_ENTRIES = 2_000_000  # a source with more entries is read twice rather than held in memory (~80 bytes each)
 
 # A host that normalise_host would return unchanged: lower-case ASCII labels, and a last label that is not
 # all digits (so it cannot be an IPv4 address; no ':' so not IPv6). Such text needs no further work, which
 # makes the common case several times faster than the general path; everything else goes through
 # parse_host_entry. tests/test_importers.py checks the two agree.
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_PLAIN_HOST = re.compile(rf"(?:{_LABEL}\.)*(?=[a-z0-9_-]*[a-z_-]){_LABEL}")
+_HOST = rf"(?:{_LABEL}\.)*(?=[a-z0-9_-]*[a-z_-]){_LABEL}"
+_PLAIN_HOST = re.compile(_HOST)
+BLOCK_BYTES = 1 << 20
 
 
 class SourceError(ValueError):
@@ -146,7 +149,7 @@ class Tally:
 
     @property
     def total_hosts(self) -> int:
-        return sum(self.hosts.values())
+        return self.hosts.total()
 
 
 # ---- entries ---------------------------------------------------------------------------------
@@ -161,6 +164,36 @@ def normalise_entry(text: str) -> str | None:
     if len(text) <= 253 and _PLAIN_HOST.fullmatch(text):
         return text
     return parse_host_entry(text)
+
+
+def parse_line(raw: str, urls: bool = False) -> tuple[str | None, str | None]:
+    """One line of a list: (host, None); (None, reason) when it is not an entry; (None, None) when blank.
+
+    `#` starts a comment. In a squidGuard `urls` file a line is `host/path`, and only a `host` or `host/`
+    line is a host entry: paths are for rules.
+    """
+    text = raw.split("#", 1)[0].strip()
+    if not text:
+        return None, None
+    if urls:
+        host_text = _url_host(text)
+        if host_text is None:
+            return None, PATH_ENTRY
+        text = host_text
+    host = normalise_entry(text)
+    return (host, None) if host is not None else (None, NOT_A_HOST)
+
+
+def _url_host(text: str) -> str | None:
+    """The host of a squidGuard `urls` line (`host/path`) when the path is empty or "/"; else None."""
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    slash = text.find("/")
+    if slash < 0:
+        return text
+    if text[slash:] in ("/", "//"):  # "host/" and "host//" (an empty path written with its slash)
+        return text[:slash]
+    return None
 
 
 def read_lines(path: Path, strict: bool) -> Iterator[tuple[int, str]]:
@@ -178,13 +211,45 @@ def read_lines(path: Path, strict: bool) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
+def read_blocks(path: Path, strict: bool) -> Iterator[tuple[int, str]]:
+    """The file in blocks of whole lines: (number of the block's first line, text ending in a newline).
+
+    Decoding as `read_lines`; CRLF becomes LF.
+    """
+    errors = "strict" if strict else "replace"
+    number = 1
+    rest = b""
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(BLOCK_BYTES)
+            if chunk:
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+                if not data:
+                    continue
+            elif rest:
+                data, rest = rest + b"\n", b""
+            else:
+                return
+            try:
+                text = data.decode("utf-8", errors)
+            except UnicodeDecodeError as error:
+                line = number + data.count(b"\n", 0, error.start)
+                raise SourceError(f"{path}:{line}: not UTF-8 text") from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            if "\r" in text:
+                text = text.replace("\r\n", "\n")
+            yield number, text
+            number += text.count("\n")
+
+
 def iter_file(
     source_file: SourceFile, tally: Tally, strict: bool, progress: Callable[[int], None] | None = None
-) -> Iterator[tuple[str, str]]:
-    """(source category, host) for every entry of one file; skipped lines go to `tally` (or raise if strict).
-
-    `progress`, if given, is called with numbers of lines read now and then.
-    """
+) -> Iterator[tuple[str, list[str]]]:
+    """(source category, hosts) for the entries of one file, a block at a time; skipped lines go to `tally`,
+    or raise SourceError if `strict`. `progress`, if given, is called with the number of lines read."""
     if source_file.kind == "csv":
         yield from _iter_csv(source_file.path, tally, progress)
         return
@@ -192,50 +257,32 @@ def iter_file(
     assert category is not None
     path = source_file.path
     urls = source_file.kind == "urls"
-    pending = 0
-    last = 0
-    for number, raw in read_lines(path, strict):
-        last = number
-        pending += 1
-        if pending >= PROGRESS_LINES and progress is not None:
-            progress(pending)
-            pending = 0
-        text = raw.split("#", 1)[0].strip()
-        if not text:
-            continue
-        if urls:
-            host_text = _url_host(text)
-            if host_text is None:
-                tally.skip(Problem(str(path), number, text, PATH_ENTRY))
+    plain = _PLAIN_HOST.fullmatch
+    for first, text in read_blocks(path, strict):
+        hosts: list[str] = []
+        lines = text.split("\n")
+        lines.pop()  # the block ends with a newline
+        for number, raw in enumerate(lines, start=first):
+            if not urls and len(raw) <= 253 and plain(raw):  # already canonical: the common case
+                hosts.append(raw)
                 continue
-        else:
-            host_text = text
-        host = normalise_entry(host_text)
-        if host is None:
-            if strict:
-                raise SourceError(f"{path}:{number}: {text!r} is {NOT_A_HOST}")
-            tally.skip(Problem(str(path), number, text, NOT_A_HOST))
-            continue
-        yield category, host
-    tally.lines += last
-    if progress is not None and pending:
-        progress(pending)
+            host, reason = parse_line(raw, urls)
+            if host is not None:
+                hosts.append(host)
+            elif reason is not None:
+                shown = raw.strip()
+                if strict:
+                    raise SourceError(f"{path}:{number}: {shown!r} is {reason}")
+                tally.skip(Problem(str(path), number, shown, reason))
+        tally.lines += len(lines)
+        if progress is not None:
+            progress(len(lines))
+        if hosts:
+            yield category, hosts
 
 
-def _url_host(text: str) -> str | None:
-    """The host of a squidGuard `urls` line (`host/path`) when the path is empty or "/"; else None."""
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    slash = text.find("/")
-    if slash < 0:
-        return text
-    if text[slash:] in ("/", "//"):  # "host/" and "host//" (an empty path written with its slash)
-        return text[:slash]
-    return None
-
-
-def _iter_csv(path: Path, tally: Tally, progress: Callable[[int], None] | None) -> Iterator[tuple[str, str]]:
-    """(category as written, host) per `host,category` row; the first row may be a header. Always strict."""
+def _iter_csv(path: Path, tally: Tally, progress: Callable[[int], None] | None) -> Iterator[tuple[str, list[str]]]:
+    """(category as written, [host]) per `host,category` row; the first row may be a header. Always strict."""
     numbered = read_lines(path, strict=True)
     last = 0
 
@@ -248,8 +295,8 @@ def _iter_csv(path: Path, tally: Tally, progress: Callable[[int], None] | None) 
             yield text
 
     first = True
-    for cells in csv.reader(lines()):
-        cells = [cell.strip() for cell in cells]
+    for row in csv.reader(lines()):
+        cells = [cell.strip() for cell in row]
         if not any(cells) or cells[0].startswith("#"):
             continue
         number = last
@@ -262,7 +309,7 @@ def _iter_csv(path: Path, tally: Tally, progress: Callable[[int], None] | None) 
         host = normalise_entry(cells[0])
         if host is None:
             raise SourceError(f"{path}:{number}: {cells[0]!r} is {NOT_A_HOST}")
-        yield cells[1].lower(), host
+        yield cells[1].lower(), [host]
     tally.lines += last
     if progress is not None and last % PROGRESS_LINES:
         progress(last % PROGRESS_LINES)
@@ -385,40 +432,60 @@ def _targets(source: Source, cmap: CategoryMap) -> Callable[[str], str | None]:
 @dataclass(frozen=True, slots=True)
 class ScanReport:
     source: Source
+    cmap: CategoryMap
     tally: Tally
+    kept: Mapping[str, list[str]] | None  # target -> hosts, when the source was small enough to keep
 
     @property
     def targets(self) -> list[str]:
         return sorted(self.tally.sources)
 
+    def batches(self, target: str, size: int) -> Iterator[list[str]]:
+        """The hosts going to one Clearance category, in batches of `size` (slices: nothing is copied whole).
 
-def scan(source: Source, cmap: CategoryMap, progress: Callable[[int], None] | None = None) -> ScanReport:
-    """Parse everything once, writing nothing: what each category gets, what is left out; raises SourceError."""
+        From memory when `scan` kept them; otherwise the source is read again, and if it changed in between
+        so that the count differs, SourceError is raised after the last batch, before the store switches.
+        """
+        if self.kept is not None:
+            hosts = self.kept.get(target, [])
+            for start in range(0, len(hosts), size):
+                yield hosts[start : start + size]
+            return
+        yield from _reread(self.source, self.cmap, target, size, self.tally.hosts[target])
+
+
+def scan(
+    source: Source, cmap: CategoryMap, progress: Callable[[int], None] | None = None, keep: int = KEEP_ENTRIES
+) -> ScanReport:
+    """Parse everything once, writing nothing: what each category gets, what is left out; raises SourceError.
+
+    Up to `keep` entries are kept in memory for the write; a larger source is read a second time instead.
+    """
     tally = Tally()
+    kept: dict[str, list[str]] | None = {} if keep > 0 else None
     target_of = _targets(source, cmap)
     for source_file in source.files:
         try:
-            if source_file.category is not None:  # one category per file: resolve it once
+            if source_file.category is not None:  # a file of one category, even an empty one, feeds its target
                 target = _resolve(target_of, source_file.category, source_file.path)
-                count = 0
-                for _ in iter_file(source_file, tally, source.strict, progress):
-                    count += 1
                 if target is None:
-                    tally.not_imported[source_file.category] += count
+                    tally.not_imported.setdefault(source_file.category, 0)
                 else:
                     _feeds(tally, target, source_file.category)
-                    tally.hosts[target] += count
-            else:
-                for category, _host in iter_file(source_file, tally, source.strict, progress):
-                    target = _resolve(target_of, category, source_file.path)
-                    if target is None:
-                        tally.not_imported[category] += 1
-                    else:
-                        _feeds(tally, target, category)
-                        tally.hosts[target] += 1
+            for category, hosts in iter_file(source_file, tally, source.strict, progress):
+                target = _resolve(target_of, category, source_file.path)
+                if target is None:
+                    tally.not_imported[category] += len(hosts)
+                    continue
+                _feeds(tally, target, category)
+                tally.hosts[target] += len(hosts)
+                if kept is not None:
+                    kept.setdefault(target, []).extend(hosts)
+                    if tally.total_hosts > keep:
+                        kept = None  # too many to hold: the write reads the source again
         except OSError as error:
             raise SourceError(f"{source_file.path}: {error.strerror or error}") from None
-    return ScanReport(source, tally)
+    return ScanReport(source, cmap, tally, kept)
 
 
 def _resolve(target_of: Callable[[str], str | None], category: str, path: Path) -> str | None:
@@ -434,34 +501,29 @@ def _feeds(tally: Tally, target: str, category: str) -> None:
         feeding.append(category)
 
 
-def host_batches(
-    source: Source, cmap: CategoryMap, target: str, size: int, expected: int | None = None
-) -> Iterator[list[str]]:
-    """The hosts going to one Clearance category, in batches of `size`; second pass after `scan`.
-
-    With `expected` (the count `scan` found), a source that changed in between raises SourceError at the end,
-    before the store switches to the new generation.
-    """
+def _reread(source: Source, cmap: CategoryMap, target: str, size: int, expected: int) -> Iterator[list[str]]:
     target_of = _targets(source, cmap)
     tally = Tally()
-    batch: list[str] = []
+    pending: list[str] = []
     count = 0
     for source_file in source.files:
         if source_file.category is not None and target_of(source_file.category) != target:
             continue
         try:
-            for category, host in iter_file(source_file, tally, source.strict):
+            for category, hosts in iter_file(source_file, tally, source.strict):
                 if source_file.category is None and target_of(category) != target:
                     continue
-                batch.append(host)
-                if len(batch) >= size:
-                    count += len(batch)
-                    yield batch
-                    batch = []
+                pending += hosts
+                if len(pending) >= size:
+                    full = len(pending) - len(pending) % size
+                    for start in range(0, full, size):
+                        yield pending[start : start + size]
+                    count += full
+                    pending = pending[full:]
         except OSError as error:
             raise SourceError(f"{source_file.path}: {error.strerror or error}") from None
-    count += len(batch)
-    if batch:
-        yield batch
-    if expected is not None and count != expected:
+    count += len(pending)
+    if pending:
+        yield pending
+    if count != expected:
         raise SourceError(f"{source.path} changed during the import: {expected} entries for {target}, now {count}")

@@ -8,7 +8,6 @@ tests/support/icap_grammar.py.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +34,7 @@ from icap_server.protocol import (
     Request,
     Response,
 )
+from policy.state import PolicyState
 from tests.support.icap_grammar import ICAPResponse, parse_one, parse_stream
 
 TAG = responses.istag(42)
@@ -1037,15 +1037,20 @@ def test_events_compare_by_value() -> None:
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-class VersionStore:
-    """Just enough of PolicyStore for OPTIONS; any other call would fail the test."""
+class VersionOnlyPolicy:
+    """A policy source whose version is known but whose state must not be needed (routing, OPTIONS)."""
 
     def __init__(self) -> None:
-        self.calls = 0
+        self.state_reads = 0
 
-    async def version(self) -> int:
-        self.calls += 1
+    @property
+    def version(self) -> int:
         return 7
+
+    @property
+    def state(self) -> PolicyState:
+        self.state_reads += 1
+        raise AssertionError("routing and OPTIONS must not need the policy state")
 
 
 @pytest.mark.parametrize(
@@ -1059,33 +1064,33 @@ class VersionStore:
 )
 def test_routing_404_and_405(data: bytes, status: int) -> None:
     assert set(SERVICES) == {"/reqmod", "/respmod"}
-    store = VersionStore()
-    app = Application(Config(), store)  # type: ignore[arg-type]
+    policy = VersionOnlyPolicy()
+    app = Application(Config(), policy)
     statuses: list[int] = []
 
     def route(conn: ICAPConnection, request: Request, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
-        verdict = asyncio.run(app.evaluate(request, NOW))
+        verdict = app.evaluate(request, NOW)
         statuses.append(verdict.status)
         return conn.send(app.respond(request, verdict, conn.can_send_204, body, NOW))
 
     follow_up = icap(uri="icap://icap.example/other", req_hdr=HEAD)  # the connection carries on after a 404/405
     result = run_both(data + follow_up, route)
     assert statuses == [status, 404] * 2  # once per run
-    assert store.calls == 0
+    assert policy.state_reads == 0
     first = result.parsed()[0]
     assert first.status == status and first.get("Encapsulated") == "null-body=0" and first.get("ISTag")
     assert result.keep_alive and result.transactions == 2
 
 
 def test_routing_options() -> None:
-    store = VersionStore()
-    app = Application(Config(), store)  # type: ignore[arg-type]
+    policy = VersionOnlyPolicy()
+    app = Application(Config(), policy)
     conn = ICAPConnection()
     conn.receive_data(options_request())
     request = conn.next_event()
     assert isinstance(request, Request) and conn.next_event() == EndOfMessage()
-    verdict = asyncio.run(app.evaluate(request, NOW))
-    assert verdict.status == 0 and store.calls == 1
+    verdict = app.evaluate(request, NOW)
+    assert verdict.status == 0 and policy.state_reads == 0
     parsed = parse_one(conn.send(app.respond(request, verdict, conn.can_send_204, None, NOW)), "OPTIONS")
     assert parsed.get("Methods") == "REQMOD" and parsed.get("ISTag") == '"CL-7"'
 

@@ -29,7 +29,7 @@ from .events import (
     _NeedData,
     _Paused,
 )
-from .headers import TOKEN_RE, Headers, parse_header_lines
+from .headers import TOKEN_RE, Headers, parse_header_block
 from .http import HTTPRequestHead, HTTPResponseHead, parse_http_request_head, parse_http_response_head
 from .serialize import CONTINUE_BYTES, serialize_response
 
@@ -163,7 +163,8 @@ class ICAPConnection:
         return None
 
     def _parse_icap_head(self, head: bytes) -> tuple[str, str, str, Headers, Encapsulated, int | None]:
-        request_line, *lines = head.split(b"\r\n")
+        line_end = head.find(b"\r\n")
+        request_line, block = (head, b"") if line_end < 0 else (head[:line_end], head[line_end + 2 :])
         parts = request_line.split(b" ")
         if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1] or REQUEST_LINE_CTL_RE.search(request_line):
             raise RemoteProtocolError(400, f"malformed ICAP request line {request_line[:80]!r}")
@@ -175,7 +176,7 @@ class ICAPConnection:
         if method not in METHODS:
             raise RemoteProtocolError(501, f"method {method} is not implemented")
         service = _service_path(uri)
-        headers = parse_header_lines(lines, "ICAP")
+        headers = parse_header_block(block, "ICAP")
         if "host" not in headers:
             raise RemoteProtocolError(400, "missing Host header")
         encapsulated_values = headers.get_all("Encapsulated")
@@ -288,7 +289,7 @@ class ICAPConnection:
                 return self._incomplete()
             if end + 4 > self.max_header_bytes:  # the same limit whether the bytes came at once or slowly
                 raise RemoteProtocolError(400, "trailers too large")
-            trailers = parse_header_lines(bytes(buffer[:end]).split(b"\r\n"), "trailer")
+            trailers = parse_header_block(bytes(buffer[:end]), "trailer")
             del buffer[: end + 4]
         if self._in_preview and not self._ieof:
             self.phase = Phase.PREVIEW_ENDED
@@ -343,8 +344,24 @@ class ICAPConnection:
         return serialize_response(response, close=True)
 
 
+_services: dict[str, str] = {}
+
+
 def _service_path(uri: str) -> str:
-    """The service a request URI names: its path (`icap://host[:port]/reqmod?x` -> `/reqmod`)."""
+    """The service a request URI names: its path (`icap://host[:port]/reqmod?x` -> `/reqmod`).
+
+    A proxy sends the same URI on every request, so the answer for a valid one is remembered.
+    """
+    found = _services.get(uri)
+    if found is None:
+        found = _parse_service_path(uri)
+        if len(_services) >= 256:
+            _services.clear()
+        _services[uri] = found
+    return found
+
+
+def _parse_service_path(uri: str) -> str:
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError on a bad port

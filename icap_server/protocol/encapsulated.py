@@ -49,8 +49,27 @@ class Encapsulated:
 NULL_BODY = Encapsulated(sections=(), body="null-body", body_offset=0)
 
 
+_parsed: dict[tuple[str, str], Encapsulated] = {}
+
+
 def parse_encapsulated(value: str, method: str, max_header_bytes: int) -> Encapsulated:
-    """Parse and validate an Encapsulated value for `method`; raise RemoteProtocolError(400) if unusable."""
+    """Parse and validate an Encapsulated value for `method`; raise RemoteProtocolError(400) if unusable.
+
+    A proxy repeats the same few values (they differ only in the length of the HTTP head), so valid
+    results are remembered; the size limit is checked on every call.
+    """
+    found = _parsed.get((value, method))
+    if found is None:
+        found = _parse_encapsulated(value, method)
+        if len(_parsed) >= 4096:
+            _parsed.clear()
+        _parsed[(value, method)] = found
+    if found.body_offset > max_header_bytes:
+        raise RemoteProtocolError(400, f"encapsulated headers of {found.body_offset} bytes exceed {max_header_bytes}")
+    return found
+
+
+def _parse_encapsulated(value: str, method: str) -> Encapsulated:
     items: list[tuple[str, int]] = []
     for raw in value.split(","):
         name, eq, offset_text = raw.strip().partition("=")
@@ -76,7 +95,5 @@ def parse_encapsulated(value: str, method: str, max_header_bytes: int) -> Encaps
         raise RemoteProtocolError(400, "the first Encapsulated offset must be 0")
     if any(later <= earlier for earlier, later in pairwise(offsets)):
         raise RemoteProtocolError(400, "Encapsulated offsets must increase strictly")
-    if body_offset > max_header_bytes:
-        raise RemoteProtocolError(400, f"encapsulated headers of {body_offset} bytes exceed {max_header_bytes}")
     sections = tuple((name, start, end) for (name, start), end in zip(headers, offsets[1:], strict=True))
     return Encapsulated(sections=sections, body=body_name, body_offset=body_offset)

@@ -90,7 +90,11 @@ class Response:
     """
 
     status: int
-    headers: list[tuple[str, str]]
+    headers: tuple[tuple[str, str], ...]
     http_request_head: bytes | None = None
     http_response_head: bytes | None = None
     body: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, tuple):  # accept a list; keep the value hashable
+            object.__setattr__(self, "headers", tuple(self.headers))

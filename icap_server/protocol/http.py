@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
-from .headers import FORBIDDEN_RE, TOKEN_RE, Headers, parse_header_lines, serialize_headers
+from .headers import FORBIDDEN_RE, TOKEN_RE, Headers, parse_header_block, serialize_headers
 
 HTTP_VERSION_RE = re.compile(r"^HTTP/[0-9]\.[0-9]\Z")
 
@@ -29,17 +29,20 @@ class HTTPResponseHead:
     raw: bytes
 
 
-def _split_head(raw: bytes, what: str) -> tuple[bytes, list[bytes]]:
+def _split_head(raw: bytes, what: str) -> tuple[bytes, bytes]:
+    """The start line, and the header lines joined by CRLF."""
     if not raw.endswith(b"\r\n\r\n"):
         raise RemoteProtocolError(400, f"the {what} section does not end where Encapsulated says it does")
-    start_line, *lines = raw[:-4].split(b"\r\n")
+    body = raw[:-4]
+    line_end = body.find(b"\r\n")
+    start_line, block = (body, b"") if line_end < 0 else (body[:line_end], body[line_end + 2 :])
     if FORBIDDEN_RE.search(start_line):
         raise RemoteProtocolError(400, f"CR, LF or NUL inside the {what} start line {start_line[:80]!r}")
-    return start_line, lines
+    return start_line, block
 
 
 def parse_http_request_head(raw: bytes) -> HTTPRequestHead:
-    start_line, lines = _split_head(raw, "req-hdr")
+    start_line, block = _split_head(raw, "req-hdr")
     parts = start_line.split(b" ")
     if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1]:
         raise RemoteProtocolError(400, f"malformed encapsulated HTTP request line {start_line[:80]!r}")
@@ -50,13 +53,13 @@ def parse_http_request_head(raw: bytes) -> HTTPRequestHead:
         method=parts[0].decode("ascii"),
         target=parts[1].decode("latin-1"),
         version=version,
-        headers=parse_header_lines(lines, "encapsulated HTTP request"),
+        headers=parse_header_block(block, "encapsulated HTTP request"),
         raw=raw,
     )
 
 
 def parse_http_response_head(raw: bytes) -> HTTPResponseHead:
-    start_line, lines = _split_head(raw, "res-hdr")
+    start_line, block = _split_head(raw, "res-hdr")
     version, _, rest = start_line.partition(b" ")
     status_text, _, reason = rest.partition(b" ")
     if not HTTP_VERSION_RE.match(version.decode("latin-1")) or not (len(status_text) == 3 and status_text.isdigit()):
@@ -65,7 +68,7 @@ def parse_http_response_head(raw: bytes) -> HTTPResponseHead:
         version=version.decode("latin-1"),
         status=int(status_text),
         reason=reason.decode("latin-1"),
-        headers=parse_header_lines(lines, "encapsulated HTTP response"),
+        headers=parse_header_block(block, "encapsulated HTTP response"),
         raw=raw,
     )
 

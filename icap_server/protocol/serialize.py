@@ -48,7 +48,24 @@ def encapsulated_value(response: Response) -> str:
     return ", ".join(items)
 
 
+_bodyless: dict[tuple[Response, bool], bytes] = {}
+
+
 def serialize_response(response: Response, close: bool) -> bytes:
+    """Bytes of a response; those without encapsulated parts (204, OPTIONS, errors) repeat, so are remembered."""
+    if response.body is None and response.http_request_head is None and response.http_response_head is None:
+        key = (response, close)
+        found = _bodyless.get(key)
+        if found is None:
+            found = _serialize(response, close)
+            if len(_bodyless) >= 256:
+                _bodyless.clear()
+            _bodyless[key] = found
+        return found
+    return _serialize(response, close)
+
+
+def _serialize(response: Response, close: bool) -> bytes:
     names = {name.lower() for name, _ in response.headers}
     if "istag" not in names:
         raise LocalProtocolError("every ICAP response must carry an ISTag header")
