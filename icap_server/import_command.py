@@ -164,7 +164,8 @@ def print_left_out(report: ScanReport) -> None:
         print(f"not imported (no mapping): {listed}")
     if tally.skipped:
         reasons = ", ".join(
-            f"{count:,} {SKIP_LABELS.get(reason, reason)}" for reason, count in sorted(tally.skipped.items())
+            f"{count:,} {SKIP_LABELS.get(reason, reason)}"
+            for reason, count in sorted(tally.skipped.items(), key=lambda item: (-item[1], item[0]))
         )
         print(f"skipped lines: {reasons}")
         for problem in tally.examples:

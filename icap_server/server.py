@@ -1,7 +1,10 @@
 """The asyncio shell around the sans-I/O protocol core: sockets, timeouts, logging, shutdown.
 
 All protocol decisions happen in `protocol.ICAPConnection`, all policy decisions in `Application`; this
-module only moves bytes between them and the network.
+module only moves bytes between them and the network. It is an `asyncio.Protocol` rather than streams:
+a decision needs no awaiting (policy is in memory), so each request is parsed, judged and answered inside
+one `data_received` call, with no task, future or timer per request. Timeouts are enforced by one sweep
+over all connections instead of a timer per read.
 """
 
 from __future__ import annotations
@@ -18,19 +21,18 @@ import structlog
 from . import responses
 from .application import Application, Verdict
 from .protocol import (
-    NEED_DATA,
-    PAUSED,
     BodyData,
     ConnectionClosed,
     EndOfMessage,
     EndOfPreview,
     ICAPConnection,
+    LocalProtocolError,
     RemoteProtocolError,
     Request,
 )
 
 log = structlog.get_logger("clearance.icap")
-READ_SIZE = 65536
+access_log = structlog.get_logger("clearance.access")
 
 
 @dataclass(slots=True)
@@ -42,129 +44,178 @@ class Transaction:
     body: list[bytes] = field(default_factory=list)
 
 
-class ICAPServer:
-    def __init__(self, app: Application) -> None:
-        self.app = app
-        self.settings = app.config.server
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self._busy: set[asyncio.Task[None]] = set()  # connections in the middle of a transaction
-        self._stopping = False
+class ICAPProtocol(asyncio.Protocol):
+    """One client connection."""
 
-    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connect, host, port, limit=READ_SIZE, reuse_port=reuse_port or None
-        )
+    __slots__ = ("app", "conn", "last_activity", "server", "transport", "txn")
+
+    def __init__(self, server: ICAPServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.conn = ICAPConnection(max_header_bytes=server.settings.max_header_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.txn: Transaction | None = None
+        self.last_activity = time.monotonic()
+
+    # ---- asyncio callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's is not a subclass)
+        connections = self.server.connections
+        connections.add(self)
+        if len(connections) > self.server.settings.max_connections:
+            self._fail(503, "too many connections")
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        self.conn.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        if self.transport is not None and not self.transport.is_closing():
+            self.conn.receive_data(b"")
+            self._process()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:  # the client is not reading its answers: stop reading its requests
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    # ---- the work -----------------------------------------------------------------------------
 
     @property
-    def sockets(self) -> list[tuple[str, int]]:
-        assert self._server is not None
-        return [sock.getsockname()[:2] for sock in self._server.sockets]
+    def busy(self) -> bool:
+        return self.txn is not None or self.conn.their_message_in_progress
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, let transactions in flight finish (up to `grace` seconds), close the rest."""
-        self._stopping = True
-        if self._server is not None:
-            self._server.close()
-        for task in self._connections - self._busy:
-            task.cancel()
-        if self._busy:
-            await asyncio.wait(self._busy, timeout=grace)
-        for task in self._connections:
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            if len(self._connections) > self.settings.max_connections:
-                writer.write(ICAPConnection().send_error(responses.error(self.app.istag, 503)))
-                await writer.drain()
-                return
-            await self._serve_connection(reader, writer, task)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client reset the connection; nothing to answer
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._connections.discard(task)
-            self._busy.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None]
-    ) -> None:
-        conn = ICAPConnection(max_header_bytes=self.settings.max_header_bytes)
-        txn: Transaction | None = None
-        while True:
+    def _process(self) -> None:
+        conn = self.conn
+        while self.transport is not None:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as problem:
                 log.warning("icap_protocol_error", status=problem.status, error=problem.message)
-                writer.write(conn.send_error(responses.error(self.app.istag, problem.status)))
-                await writer.drain()
+                self._fail(problem.status)
                 return
-            if event is NEED_DATA:
-                in_progress = conn.their_message_in_progress
-                if in_progress:
-                    self._busy.add(task)
-                elif self._stopping:
-                    return
-                timeout = self.settings.request_timeout if in_progress else self.settings.idle_timeout
-                try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
-                except TimeoutError:
-                    if in_progress:
-                        log.warning("icap_request_timeout", timeout_s=timeout)
-                        writer.write(conn.send_error(responses.error(self.app.istag, 408)))
-                        await writer.drain()
-                    return
-                conn.receive_data(data)
-                continue
-            if isinstance(event, ConnectionClosed) or event is PAUSED:
-                return
-            if isinstance(event, Request):
-                self._busy.add(task)
+            kind = type(event)
+            if kind is Request:
+                assert isinstance(event, Request)
                 started = time.perf_counter()
-                now = datetime.now(UTC)
                 try:
-                    verdict = self.app.evaluate(event, now)
+                    verdict = self.app.evaluate(event, datetime.now(UTC))
                 except Exception:
                     log.exception("icap_internal_error", method=event.method, service=event.service)
-                    writer.write(conn.send_error(responses.error(self.app.istag, 500)))
-                    await writer.drain()
+                    self._fail(500)
                     return
-                txn = Transaction(event, verdict, started, self.app.keeps_body(event, verdict))
-            elif isinstance(event, BodyData):
-                assert txn is not None
+                self.txn = Transaction(event, verdict, started, self.app.keeps_body(event, verdict))
+            elif kind is BodyData:
+                txn = self.txn
+                assert txn is not None and isinstance(event, BodyData)
                 if txn.keep_body:
                     txn.body.append(event.data)
-            elif isinstance(event, EndOfPreview | EndOfMessage):
-                assert txn is not None
-                body = b"".join(txn.body) if txn.keep_body else None
-                response = self.app.respond(txn.request, txn.verdict, conn.can_send_204, body, datetime.now(UTC))
-                # Routing errors close the connection: some clients (c-icap-client) wait for a body otherwise.
-                writer.write(conn.send_error(response) if txn.verdict.status else conn.send(response))
-                await writer.drain()
-                self._log(txn, response.status)
-                txn = None
-                self._busy.discard(task)
-                if not conn.keep_alive or self._stopping:
+            elif kind is EndOfMessage or kind is EndOfPreview:
+                self._answer()
+                if not conn.keep_alive or self.server.stopping:
+                    self._close()
                     return
+            elif kind is ConnectionClosed:
+                self._close()
+                return
+            else:  # NEED_DATA, or PAUSED (never here: every complete message is answered at once)
+                return
 
-    def _log(self, txn: Transaction, status: int) -> None:
-        log.info(
+    def _answer(self) -> None:
+        txn = self.txn
+        assert txn is not None and self.transport is not None
+        body = b"".join(txn.body) if txn.keep_body else None
+        response = self.app.respond(txn.request, txn.verdict, self.conn.can_send_204, body, datetime.now(UTC))
+        # Routing errors close the connection: some clients (c-icap-client) wait for a body otherwise.
+        data = self.conn.send_error(response) if txn.verdict.status else self.conn.send(response)
+        self.transport.write(data)
+        self.txn = None
+        request = txn.request
+        access_log.info(
             "icap",
-            method=txn.request.method,
-            service=txn.request.service,
-            status=status,
+            method=request.method,
+            service=request.service,
+            status=response.status,
             duration_ms=round((time.perf_counter() - txn.started) * 1000, 3),
             **txn.verdict.log_fields(),
         )
+
+    def _fail(self, status: int, why: str | None = None) -> None:
+        """An error answer at any point, then close."""
+        if self.transport is None:
+            return
+        if why:
+            log.warning("icap_refused", status=status, error=why)
+        with contextlib.suppress(LocalProtocolError):  # it already answered and is closing: nothing to add
+            self.transport.write(self.conn.send_error(responses.error(self.app.istag, status)))
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def sweep(self, now: float) -> None:
+        """Called about once a second: 408 for a stalled message, close an idle connection."""
+        settings = self.server.settings
+        idle = now - self.last_activity
+        if self.conn.their_message_in_progress:
+            if idle > settings.request_timeout:
+                log.warning("icap_request_timeout", timeout_s=settings.request_timeout)
+                self._fail(408)
+        elif self.txn is None and idle > settings.idle_timeout:
+            self._close()
+
+
+class ICAPServer:
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self.settings = app.config.server
+        self.connections: set[ICAPProtocol] = set()
+        self.stopping = False
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ICAPProtocol(self), host, port, reuse_port=reuse_port or None, backlog=1024
+        )
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        interval = min(1.0, self.settings.request_timeout / 4, self.settings.idle_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.sweep(now)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let transactions in flight finish (up to `grace` seconds), close the rest."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            if not connection.busy:
+                connection._close()
+        deadline = time.monotonic() + grace
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
 
 
 async def serve(

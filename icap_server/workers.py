@@ -27,8 +27,7 @@ def _worker_entry(config: Config, redis_url: str, host: str, port: int, index: i
     from .serve import run_worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; workers stop on SIGTERM
-    configure_logging(config.logging.level, config.logging.format)
-    structlog.contextvars.bind_contextvars(worker=index)
+    configure_logging(config.logging.level, config.logging.format, fields={"worker": index})
     raise SystemExit(run_worker(config, redis_url, host, port, reuse_port=True))
 
 
