@@ -241,10 +241,12 @@ class CountColumn(ProgressColumn):
 
 
 class RateColumn(ProgressColumn):
+    """The average rate so far (rich's own estimate is over-excited by batches queued ahead of the writes)."""
+
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        elapsed = task.finished_time or task.elapsed
         unit = task.fields.get("unit", "")
-        return Text(f"{speed:,.0f} {unit}/s" if speed else "")
+        return Text(f"{task.completed / elapsed:,.0f} {unit}/s" if elapsed and task.completed else "")
 
 
 class ProgressDisplay:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from .approvals import Approval, ApprovalStatus
 from .categories import NO_MATCH, CategoryMatch
@@ -54,9 +55,10 @@ def decide(
     A host in several restricted categories needs an approval for each; the first one missing (in name
     order, so the answer is stable) explains the block.
     """
-    gated = sorted(match.categories & restricted)
-    if not gated:
-        return Decision(Action.PASS, Reason.NOT_RESTRICTED, next(iter(sorted(match.categories)), None), match.entry)
+    gated_set = match.categories & restricted
+    if not gated_set:
+        return _not_restricted(match)
+    gated = sorted(gated_set)
     by_category: dict[str, list[Approval]] = {}
     for approval in approvals:
         by_category.setdefault(approval.category, []).append(approval)
@@ -70,6 +72,12 @@ def decide(
         passed_by = max(valid, key=lambda approval: approval.expires_at)
     assert passed_by is not None
     return Decision(Action.PASS, Reason.APPROVED, gated[0], match.entry, passed_by.id)
+
+
+@lru_cache(maxsize=65536)
+def _not_restricted(match: CategoryMatch) -> Decision:
+    """The same few answers for most traffic: made once each (Decision is immutable)."""
+    return Decision(Action.PASS, Reason.NOT_RESTRICTED, min(match.categories, default=None), match.entry)
 
 
 def _why_not(held: list[Approval]) -> tuple[Reason, str | None]:

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import urlsplit
+from functools import lru_cache
 
 import idna
 
 LABEL_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
+@lru_cache(maxsize=65536)
 def normalise_host(raw: str) -> str | None:
-    """Canonical host (lower-case, punycode, no trailing dot, no port), or None if it is not a host."""
+    """Canonical host (lower-case, punycode, no trailing dot, no port), or None if it is not a host.
+
+    Remembered: traffic keeps naming the same hosts, and IDNA and IP parsing are not cheap.
+    """
     host = raw.strip()
     if not host:
         return None
@@ -62,12 +66,15 @@ def request_host(method: str, target: str, host_header: str | None) -> str | Non
     """The host an HTTP request is for: CONNECT authority, absolute-form URI, or the Host header."""
     if method.upper() == "CONNECT":
         return normalise_host(target)
-    if "://" in target:
-        try:
-            netloc = urlsplit(target).netloc
-        except ValueError:
-            return None
-        netloc = netloc.rpartition("@")[2]  # drop userinfo
+    scheme_end = target.find("://")
+    if scheme_end > 0:
+        rest = target[scheme_end + 3 :]
+        end = len(rest)
+        for delimiter in "/?#":
+            position = rest.find(delimiter, 0, end)
+            if position >= 0:
+                end = position
+        netloc = rest[:end].rpartition("@")[2]  # drop userinfo
         if netloc:
             return normalise_host(netloc)
     return normalise_host(host_header) if host_header else None

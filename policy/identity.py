@@ -11,6 +11,7 @@ import base64
 import binascii
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Protocol
 
 UsernameEncoding = Literal["auto", "plain", "base64"]
@@ -52,6 +53,11 @@ def identify(headers: HeaderSource, rules: IdentityRules) -> Identity:
 def _client_ip(value: str | None) -> str | None:
     if not value:
         return None
+    return _parse_ip(value)
+
+
+@lru_cache(maxsize=65536)
+def _parse_ip(value: str) -> str | None:
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:
@@ -77,6 +83,7 @@ def _utf8(value: str) -> str:
         return value
 
 
+@lru_cache(maxsize=65536)
 def decode_username(value: str, encoding: UsernameEncoding) -> str | None:
     """The username as sent; with `auto`, base64 is taken only when it decodes to printable text."""
     value = _utf8(value.strip())
@@ -88,6 +95,7 @@ def decode_username(value: str, encoding: UsernameEncoding) -> str | None:
     return decoded if decoded is not None else (value or None)
 
 
+@lru_cache(maxsize=65536)
 def parse_authenticated_user(value: str) -> str | None:
     """`X-Authenticated-User`: base64 of `WinNT://DOMAIN/user`, `LDAP://host/cn=user,...`, `Local://user`."""
     decoded = _b64decode_text(value) or _utf8(value.strip())
@@ -106,6 +114,7 @@ def parse_authenticated_user(value: str) -> str | None:
     return rest.rsplit("/", 1)[-1] or None
 
 
+@lru_cache(maxsize=65536)
 def normalise_username(name: str, rules: IdentityRules) -> str:
     """`DOMAIN\\user` and `user@REALM` reduce to `user` when strip_domain is set; case folds when lowercase."""
     name = name.strip()

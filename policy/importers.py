@@ -157,12 +157,9 @@ class Tally:
 
 def normalise_entry(text: str) -> str | None:
     """`parse_host_entry`, with a fast path for text that is already canonical."""
-    if text.startswith("*."):
-        text = text[2:]
-    elif text.startswith("."):
-        text = text[1:]
-    if len(text) <= 253 and _PLAIN_HOST.fullmatch(text):
-        return text
+    bare = text[2:] if text.startswith("*.") else text[1:] if text.startswith(".") else text
+    if len(bare) <= 253 and _PLAIN_HOST.fullmatch(bare):
+        return bare
     return parse_host_entry(text)
 
 
