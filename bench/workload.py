@@ -3,8 +3,9 @@
 The list holds the real hosts of policy/data/webmail.txt plus synthetic webmail-style hosts. 10% of the URLs
 go to listed hosts (the host itself or a subdomain, which must match) and 90% to hosts that must not match,
 including the traps of label-boundary matching: parents of listed hosts, look-alikes that only share a
-string suffix (`xmail.example.com` against `mail.example.com`), and listed names used as a prefix
-(`mail.example.com.cdn.net`). Every URL's expected decision comes from a reference suffix walk.
+string suffix (`xmail.example.com` against `mail.example.com`), siblings (`docs.example.com`) and listed
+names used as a prefix (`mail.example.com.cdn.net`). Every URL's expected decision comes from a reference
+suffix walk.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ BLOCKED_SHARE = 0.10
 REPO = Path(__file__).resolve().parent.parent
 REAL_LIST = REPO / "policy" / "data" / "webmail.txt"
 
-WORDS = (
+_WORD_TEXT = (
     "amber anchor apex arrow aster atlas aurora azure badger banyan basil beacon birch bison blaze bloom bolt "
     "bramble breeze brook cactus canyon cedar cinder cipher citrus clover cobalt comet copper coral cosmos "
     "crane crest crystal cypress dahlia delta dune eagle echo ember falcon fern fjord flint forge fox frost "
@@ -31,18 +32,55 @@ WORDS = (
     "phoenix pine pixel plume polar poppy prism pulse quartz quill raven reef ridge river robin ruby saffron "
     "sage salmon sapphire shadow sierra silver spark spruce summit swift tango tide topaz tundra velvet "
     "vertex violet willow zephyr"
-).split()
+)
+WORDS = _WORD_TEXT.split()
 MAIL_PREFIXES = ("mail", "webmail", "email", "inbox", "post", "m.mail", "secure.mail", "owa", "imail")
 MAIL_SUFFIXES = ("mail", "post", "inbox", "box", "letter")
 TLDS = (
-    "com", "net", "org", "io", "co", "info", "biz", "de", "fr", "nl", "ru", "jp", "kr", "cn", "hk", "tw",
-    "in", "br", "eu", "uk", "co.uk", "com.hk", "com.cn", "com.tw", "com.au", "com.br", "co.jp", "co.kr",
+    "com",
+    "net",
+    "org",
+    "io",
+    "co",
+    "info",
+    "biz",
+    "de",
+    "fr",
+    "nl",
+    "ru",
+    "jp",
+    "kr",
+    "cn",
+    "hk",
+    "tw",
+    "in",
+    "br",
+    "eu",
+    "uk",
+    "co.uk",
+    "com.hk",
+    "com.cn",
+    "com.tw",
+    "com.au",
+    "com.br",
+    "co.jp",
+    "co.kr",
 )
 ALLOWED_PREFIXES = ("www", "cdn", "static", "api", "news", "shop", "docs", "img", "login", "app", "")
 SUB_LABELS = ("a", "m", "www", "u1", "s3", "web", "us-east", "eu", "client", "attachments")
 PATHS = (
-    "/", "/index.html", "/inbox", "/mail/u/0/", "/login", "/search", "/static/app.js", "/images/logo.png",
-    "/api/v2/messages", "/news/today", "/products/123", "/account/settings",
+    "/",
+    "/index.html",
+    "/inbox",
+    "/mail/u/0/",
+    "/login",
+    "/search",
+    "/static/app.js",
+    "/images/logo.png",
+    "/api/v2/messages",
+    "/news/today",
+    "/products/123",
+    "/account/settings",
 )
 
 
@@ -92,8 +130,8 @@ def synthetic_host(rng: random.Random) -> str:
 
 
 def allowed_host(rng: random.Random, hosts: list[str]) -> str:
-    """A host that must not match; a fifth of them are label-boundary traps built from listed hosts."""
-    kind = rng.randrange(20)
+    """A host that must not match; a quarter of them are label-boundary traps built from listed hosts."""
+    kind = rng.randrange(20)  # 0-4: traps (when the reference walk agrees they do not match); else ordinary
     listed = rng.choice(hosts)
     parent = listed.split(".", 1)[1]
     if kind == 0 and "." in parent and parent not in TLDS:
@@ -104,6 +142,8 @@ def allowed_host(rng: random.Random, hosts: list[str]) -> str:
         return f"{rng.choice(SUB_LABELS)}.not{listed}"
     if kind == 3:
         return f"{listed}.cdn{rng.randrange(100)}.net"  # a listed name as a prefix
+    if kind == 4 and "." in parent and parent not in TLDS:
+        return f"{rng.choice(ALLOWED_PREFIXES) or 'docs'}.{parent}"  # a sibling: docs.x.com beside mail.x.com
     prefix = rng.choice(ALLOWED_PREFIXES)
     name = f"{rng.choice(WORDS)}{rng.choice(WORDS)}{rng.randrange(1, 5000)}.{rng.choice(TLDS)}"
     return f"{prefix}.{name}" if prefix else name

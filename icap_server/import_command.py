@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -77,8 +78,6 @@ def parse_maps(values: Sequence[str]) -> dict[str, str]:
 
 
 def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
-    from pathlib import Path
-
     path = Path(args.path)
     try:
         cmap = CategoryMap(config.import_.category_map, config.import_.only_mapped).with_overrides(
@@ -122,8 +121,8 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
                     raise
                 raise _usage(f"{error}; nothing was changed: run the import again") from None
         elapsed = time.perf_counter() - started
-        print_result(report, result.entries, before, args.replace, parsed, time.perf_counter() - written, elapsed)
-        print(f"policy version {result.version}")
+        timing = (parsed, time.perf_counter() - written, elapsed)
+        print_result(report, result.entries, before, args.replace, timing, result.version)
         return 0
 
     return action
@@ -145,6 +144,10 @@ def _nothing_hint(report: ScanReport) -> str:
 
 
 # ---- output ----------------------------------------------------------------------------------------
+
+
+def plural(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
 
 
 def rate(count: int, seconds: float) -> str:
@@ -180,7 +183,8 @@ def print_dry_run(report: ScanReport, parsed: float) -> None:
     print_table(rows)
     print_left_out(report)
     print(
-        f"dry run: nothing written; {tally.total_hosts:,} entries for {len(report.targets)} categories "
+        f"dry run: nothing written; {plural(tally.total_hosts, 'entry', 'entries')} for "
+        f"{plural(len(report.targets), 'category', 'categories')} "
         f"read from {_describe(report.source)} in {parsed:.2f} s ({rate(tally.lines, parsed)} lines/s)"
     )
 
@@ -190,9 +194,8 @@ def print_result(
     entries: Mapping[str, int],
     before: Mapping[str, int],
     replace: bool,
-    parsed: float,
-    written: float,
-    elapsed: float,
+    timing: tuple[float, float, float],  # check, write, all
+    version: int,
 ) -> None:
     tally = report.tally
     rows = [("CATEGORY", "ENTRIES", "BEFORE", "READ", "FROM")]
@@ -208,11 +211,13 @@ def print_result(
         )
     print_table(rows)
     print_left_out(report)
+    parsed, written, elapsed = timing
     mode = "replaced" if replace else "merged"
+    entries_read = plural(tally.total_hosts, "entry", "entries")
     print(
-        f"imported {tally.total_hosts:,} entries into {len(report.targets)} categories ({mode}) "
+        f"imported {entries_read} into {plural(len(report.targets), 'category', 'categories')} ({mode}) "
         f"in {elapsed:.2f} s, {rate(tally.total_hosts, elapsed)} hosts/s "
-        f"(check {parsed:.2f} s, write {written:.2f} s)"
+        f"(check {parsed:.2f} s, write {written:.2f} s); policy version {version}"
     )
 
 
@@ -226,7 +231,7 @@ def _from(report: ScanReport, target: str) -> str:
 
 
 def _describe(source: Source) -> str:
-    return f"{source.path} ({source.format}, {len(source.files)} files)"
+    return f"{source.path} ({source.format}, {plural(len(source.files), 'file', 'files')})"
 
 
 # ---- progress ---------------------------------------------------------------------------------------

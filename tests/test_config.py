@@ -27,6 +27,14 @@ def test_values_are_read(tmp_path: Path) -> None:
     assert config.policy.restricted_categories == ("webmail", "cloud-storage", "web-im")
 
 
+def test_import_section(tmp_path: Path) -> None:
+    default = {"webmail": "webmail", "filehosting": "cloud-storage", "chat": "web-im"}
+    assert dict(Config().import_.category_map) == default
+    config = load_config(write(tmp_path, "import:\n  category_map:\n    mail: webmail\n  only_mapped: false\n"))
+    assert dict(config.import_.category_map) == {"mail": "webmail"}  # replaces the default map whole
+    assert config.import_.only_mapped is False
+
+
 def test_redis_url_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "redis:\n  url: redis://file:1/0\n")
     monkeypatch.delenv("CLEARANCE_REDIS_URL", raising=False)
@@ -51,6 +59,11 @@ def test_redis_url_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         ("policy:\n  timezone: Mars/Olympus\n", "policy.timezone: unknown time zone"),
         ("redis:\n  url: http://x\n", "redis.url: expected a redis://"),
         ("logging:\n  format: xml\n", "logging.format: expected one of"),
+        ("import:\n  category_map: [chat]\n", "import.category_map: expected a mapping"),
+        ("import:\n  category_map:\n    chat: Web IM\n", "import.category_map.chat: invalid category name"),
+        ("import:\n  category_map:\n    chat: 7\n", "import.category_map.chat: expected text"),
+        ("import:\n  only_mapped: 1\n", "import.only_mapped: expected true or false"),
+        ("import:\n  replace: true\n", "import.replace: unknown key"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("server: [\n", "not valid YAML"),
     ],

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import cast
 
 import uvloop
 
 NO_CONTENT = b'ICAP/1.0 204 No Content\r\nISTag: "floor-1"\r\nServer: floor/1\r\nEncapsulated: null-body=0\r\n\r\n'
 OPTIONS = (
-    b"ICAP/1.0 200 OK\r\nMethods: REQMOD\r\nService: floor/1\r\nISTag: \"floor-1\"\r\n"
+    b'ICAP/1.0 200 OK\r\nMethods: REQMOD\r\nService: floor/1\r\nISTag: "floor-1"\r\n'
     b"Encapsulated: null-body=0\r\nAllow: 204\r\nPreview: 0\r\nTransfer-Preview: *\r\n\r\n"
 )
 BAD_REQUEST = b'ICAP/1.0 400 Bad Request\r\nISTag: "floor-1"\r\nConnection: close\r\nEncapsulated: null-body=0\r\n\r\n'
@@ -41,8 +42,7 @@ class FloorProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
