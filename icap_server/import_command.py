@@ -16,7 +16,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from redis.exceptions import ResponseError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
@@ -116,10 +115,6 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
                 result = await store.import_categories(sources, replace=args.replace, progress=advance)
             except SourceError as error:
                 raise _usage(str(error)) from None
-            except ResponseError as error:
-                if "CONFLICT" not in str(error):
-                    raise
-                raise _usage(f"{error}; nothing was changed: run the import again") from None
         elapsed = time.perf_counter() - started
         timing = (parsed, time.perf_counter() - written, elapsed)
         print_result(report, result.entries, before, args.replace, timing, result.version)

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from .approvals import Approval, utc_now
 from .categories import NO_MATCH, CategoryMatch
@@ -54,21 +55,33 @@ return added
 """
 
 # Switch categories to their staged generations in one step; refuse if any moved on since staging began.
+# Switch categories to their staged generations in one step; refuse if any moved on since staging began.
+# ARGV: message, prefix, merge flag, then (category, staged generation, live generation) per category.
+# A merge first folds in what `add_hosts` wrote to the live generation while the import was staging.
 SWITCH_SCRIPT = """
-local n = (#ARGV - 1) / 3
+local n = (#ARGV - 3) / 3
 for i = 0, n - 1 do
-  local current = redis.call('HGET', KEYS[1], ARGV[2 + i * 3]) or ''
-  if current ~= ARGV[4 + i * 3] then
-    return redis.error_reply('CONFLICT ' .. ARGV[2 + i * 3] .. ' changed during the import')
+  local current = redis.call('HGET', KEYS[1], ARGV[4 + i * 3]) or ''
+  if current ~= ARGV[6 + i * 3] then
+    return redis.error_reply('CONFLICT ' .. ARGV[4 + i * 3] .. ' changed during the import')
   end
 end
 for i = 0, n - 1 do
-  redis.call('HSET', KEYS[1], ARGV[2 + i * 3], ARGV[3 + i * 3])
+  local category, staged, live = ARGV[4 + i * 3], ARGV[5 + i * 3], ARGV[6 + i * 3]
+  if ARGV[3] == '1' and live ~= '' then
+    local staged_key = ARGV[2] .. 'cat:' .. category .. ':' .. staged
+    redis.call('SUNIONSTORE', staged_key, staged_key, ARGV[2] .. 'cat:' .. category .. ':' .. live)
+  end
+  redis.call('HSET', KEYS[1], category, staged)
 end
 local version = redis.call('INCR', KEYS[2])
 redis.call('PUBLISH', KEYS[3], version .. ' ' .. ARGV[1])
 return version
 """
+
+# A retired generation outlives the switch briefly, so a reader that fetched the old generation number
+# just before the switch still finds its entries (never an empty category).
+RETIRED_TTL_S = 300
 
 ADD_BATCH = 1000
 IMPORT_BATCH = 5000
@@ -214,29 +227,40 @@ class PolicyStore:
                     await self.client.sunionstore(target, [self.key("cat", category, live[category])])
                 async with self.client.pipeline(transaction=False) as pipe:
                     pending = 0
+                    queued = 0
                     for batch in batches:
                         if batch:
                             pipe.sadd(target, *batch)
                             pending += 1
-                            if progress is not None:
-                                progress(len(batch))
+                            queued += len(batch)
                         if pending >= 8:  # a few batches per round trip
                             await pipe.execute()
-                            pending = 0
+                            if progress is not None:
+                                progress(queued)
+                            pending = queued = 0
                     await pipe.execute()
+                    if progress is not None and queued:
+                        progress(queued)
             message = json.dumps({"kind": "categories", "categories": sorted(staged)})
-            args: list[str] = [message]
+            args: list[str] = [message, self.prefix, "0" if replace else "1"]
             for category, generation in staged.items():
                 args += [category, generation, live.get(category, "")]
             keys = [self.key("categories"), *self._bump_keys()]
-            version = int(await self._switch(keys=keys, args=args))
+            try:
+                version = int(await self._switch(keys=keys, args=args))
+            except ResponseError as error:
+                if "CONFLICT" not in str(error):
+                    raise
+                raise StoreError(str(error).partition("CONFLICT ")[2] + "; nothing was changed, run it again") from None
         except BaseException:
             if staged:
                 await self.client.unlink(*(self.key("cat", c, g) for c, g in staged.items()))
             raise
-        retired = [self.key("cat", c, live[c]) for c in staged if c in live]
-        if retired:
-            await self.client.unlink(*retired)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for category in staged:
+                if category in live:
+                    pipe.expire(self.key("cat", category, live[category]), RETIRED_TTL_S)
+            await pipe.execute()
         sizes = await self._sizes(staged)
         return ImportResult(entries=sizes, version=version)
 

@@ -36,8 +36,9 @@ def live_members(client: redis.Redis, category: str) -> set[str]:
     return {str(member) for member in client.smembers(f"{PREFIX}cat:{category}:{generation}")}
 
 
-def category_keys(client: redis.Redis) -> set[str]:
-    return {str(key) for key in client.scan_iter(f"{PREFIX}cat:*")}
+def category_keys(client: redis.Redis, include_retired: bool = True) -> set[str]:
+    keys = {str(key) for key in client.scan_iter(f"{PREFIX}cat:*")}
+    return keys if include_retired else {key for key in keys if int(client.ttl(key)) == -1}
 
 
 def live_keys(client: redis.Redis) -> set[str]:
@@ -178,7 +179,9 @@ def test_replace_is_atomic_for_concurrent_readers(
     first_b = observations.index(seen_b[0])
     assert all(o[3] == all_b for o in observations[first_b:])  # and it never flips back
     assert live_members(sync_redis, "webmail") == {f"b{index}.gen-b.example" for index in range(count)}
-    assert category_keys(sync_redis) == live_keys(sync_redis)  # generation A is gone
+    retired = category_keys(sync_redis) - live_keys(sync_redis)  # generation A expires shortly after the switch
+    assert len(retired) == 1 and all(0 < int(sync_redis.ttl(key)) <= 300 for key in retired)
+    assert all(int(sync_redis.ttl(key)) == -1 for key in live_keys(sync_redis))
 
 
 # ---- (3) a failed import leaves the live generation as it was -----------------------------------------------
@@ -246,7 +249,7 @@ def test_source_changed_between_check_and_write_is_refused(
 
     run_store(redis_url, action)
     assert snapshot(sync_redis) == before
-    assert category_keys(sync_redis) == live_keys(sync_redis)
+    assert category_keys(sync_redis, include_retired=False) == live_keys(sync_redis)
 
 
 def test_bad_csv_row_writes_nothing(cli: CLI, tmp_path: Path, sync_redis: redis.Redis) -> None:
@@ -261,7 +264,7 @@ def test_bad_csv_row_writes_nothing(cli: CLI, tmp_path: Path, sync_redis: redis.
     assert result.stdout == ""
     assert snapshot(sync_redis) == before
     assert sync_redis.get(f"{PREFIX}gen:seq") == sequence  # not even a generation number was taken
-    assert category_keys(sync_redis) == live_keys(sync_redis)
+    assert category_keys(sync_redis, include_retired=False) == live_keys(sync_redis)
 
 
 # ---- (4) merge, (5) dry run, (6) a bad plain-list row -----------------------------------------------------
