@@ -57,6 +57,7 @@ def _environment() -> jinja2.Environment:
         loader=jinja2.PackageLoader("blockpages", "templates"),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
         undefined=jinja2.StrictUndefined,
+        auto_reload=False,  # templates do not change under a running server; no stat() per block
         trim_blocks=True,
         lstrip_blocks=True,
     )

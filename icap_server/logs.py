@@ -1,13 +1,16 @@
 """structlog set-up: one JSON object per line for machines, readable colour for a person at a terminal.
 
 The JSON path is on the request path (one line per ICAP transaction), so it is kept lean: orjson renders,
-the timestamp is formatted once a second plus microseconds, and each line goes out in a single write so
-workers sharing stdout never interleave.
+the timestamp is formatted once a second plus microseconds, and lines are collected and written together
+(at most 4 KiB, whole lines only, so workers sharing a pipe never interleave) when the buffer fills or at
+the latest `FLUSH_INTERVAL` later: one system call per few dozen requests instead of one per request.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
@@ -15,6 +18,57 @@ from typing import Any, Literal
 
 import orjson
 import structlog
+
+FLUSH_INTERVAL = 0.1
+CHUNK = 4096  # PIPE_BUF: a write of whole lines up to this size reaches a pipe in one piece
+
+
+class LineBuffer:
+    """A structlog logger that collects rendered lines and writes whole lines in chunks."""
+
+    __slots__ = ("_buffer", "_fd", "_stream")
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
+        self._buffer = bytearray()
+
+    def msg(self, message: bytes) -> None:
+        self._buffer += message
+        self._buffer += b"\n"
+        if len(self._buffer) >= CHUNK:
+            self.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+    def flush(self) -> None:
+        buffer = self._buffer
+        while buffer:
+            end = len(buffer) if len(buffer) <= CHUNK else buffer.rfind(b"\n", 0, CHUNK) + 1 or len(buffer)
+            chunk = bytes(buffer[:end])
+            del buffer[:end]
+            if self._fd is not None:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            else:
+                self._stream.write(chunk)
+                self._stream.flush()
+
+
+_buffers: list[LineBuffer] = []
+
+
+def flush_logs() -> None:
+    """Write out buffered log lines (the server calls this every FLUSH_INTERVAL and at shutdown)."""
+    for buffer in _buffers:
+        buffer.flush()
+
+
+atexit.register(flush_logs)
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -55,7 +109,9 @@ def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto",
     stream: Any = None,
     fields: Mapping[str, Any] | None = None,
+    buffered: bool = False,
 ) -> None:
+    """Set up structlog. `buffered` batches JSON lines; only for a process that calls flush_logs() regularly."""
     output = stream if stream is not None else sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not getattr(output, "isatty", lambda: False)())
     processors: list[structlog.typing.Processor] = []
@@ -63,10 +119,20 @@ def configure_logging(
         processors.append(static_fields(fields))
     processors += [structlog.processors.add_log_level, structlog.processors.format_exc_info]
     factory: Any
+    flush_logs()
+    _buffers.clear()
     if as_json:
         processors += [FastTimeStamper(), structlog.processors.JSONRenderer(serializer=orjson.dumps)]
         binary: Any = getattr(output, "buffer", None) or output
-        factory = structlog.BytesLoggerFactory(file=binary)
+        if buffered:
+            line_buffer = LineBuffer(binary)
+            _buffers.append(line_buffer)
+
+            def factory(*_args: Any) -> Any:
+                return line_buffer
+
+        else:
+            factory = structlog.BytesLoggerFactory(file=binary)
     else:
         processors += [structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.dev.ConsoleRenderer()]
         factory = structlog.WriteLoggerFactory(file=output)

@@ -13,6 +13,7 @@ from policy.store import PolicyStore
 from .application import Application
 from .cli import load_default_lists
 from .config import Config
+from .logs import configure_logging
 from .server import serve
 from .sync import PolicySync
 
@@ -24,13 +25,16 @@ def run_server(config: Config, redis_url: str, host: str, port: int, workers: in
     asyncio.run(_prepare_store(config, redis_url))
     count = workers or os.cpu_count() or 1
     if count == 1:
-        return run_worker(config, redis_url, host, port, reuse_port=False)
+        return run_worker(config, redis_url, host, port, reuse_port=False, index=None)
     from .workers import Supervisor
 
     return Supervisor(config, redis_url, host, port, count).run()
 
 
-def run_worker(config: Config, redis_url: str, host: str, port: int, reuse_port: bool) -> int:
+def run_worker(config: Config, redis_url: str, host: str, port: int, reuse_port: bool, index: int | None) -> int:
+    """One server process: its own event loop, in-memory policy and batched log lines."""
+    fields = {"worker": index} if index is not None else None
+    configure_logging(config.logging.level, config.logging.format, fields=fields, buffered=True)
     try:
         import uvloop
     except ImportError:

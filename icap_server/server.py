@@ -20,6 +20,7 @@ import structlog
 
 from . import responses
 from .application import Application, Verdict
+from .logs import FLUSH_INTERVAL, flush_logs
 from .protocol import (
     BodyData,
     ConnectionClosed,
@@ -184,6 +185,7 @@ class ICAPServer:
         self.stopping = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -191,6 +193,7 @@ class ICAPServer:
             lambda: ICAPProtocol(self), host, port, reuse_port=reuse_port or None, backlog=1024
         )
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._flusher = asyncio.create_task(self._flush_logs_forever())
 
     async def _sweep_forever(self) -> None:
         interval = min(1.0, self.settings.request_timeout / 4, self.settings.idle_timeout / 4)
@@ -199,6 +202,11 @@ class ICAPServer:
             now = time.monotonic()
             for connection in list(self.connections):
                 connection.sweep(now)
+
+    async def _flush_logs_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            flush_logs()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let transactions in flight finish (up to `grace` seconds), close the rest."""
@@ -214,8 +222,10 @@ class ICAPServer:
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._flusher):
+            if task is not None:
+                task.cancel()
+        flush_logs()
 
 
 async def serve(
@@ -235,3 +245,4 @@ async def serve(
     log.info("shutting_down")
     await server.stop()
     log.info("stopped")
+    flush_logs()

@@ -17,7 +17,6 @@ from types import FrameType
 import structlog
 
 from .config import Config
-from .logs import configure_logging
 
 log = structlog.get_logger("clearance.supervisor")
 RESTART_BACKOFF_MAX = 5.0
@@ -27,8 +26,7 @@ def _worker_entry(config: Config, redis_url: str, host: str, port: int, index: i
     from .serve import run_worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; workers stop on SIGTERM
-    configure_logging(config.logging.level, config.logging.format, fields={"worker": index})
-    raise SystemExit(run_worker(config, redis_url, host, port, reuse_port=True))
+    raise SystemExit(run_worker(config, redis_url, host, port, reuse_port=True, index=index))
 
 
 def check_port_free(host: str, port: int) -> None:

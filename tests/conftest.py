@@ -92,6 +92,19 @@ class ServerHandle:
         self.port = port
         self.log_path = log_path
 
+    def wait_for_log(self, event: str, timeout: float = 5.0) -> dict[str, object]:
+        """The first log line with this event (servers write log lines in batches, every 0.1 s)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log_lines():
+                if line.get("event") == event:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {event!r} in {self.log_path}:\n{self.log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+
     def log_lines(self) -> list[dict[str, object]]:
         import json
 

@@ -107,7 +107,7 @@ def test_redis_failure_gives_500_not_a_crash(start_icap_server: StartServer) -> 
         response = sock.recv(65536)
     assert response.startswith(b"ICAP/1.0 500 Server Error\r\n")
     assert server.proc.poll() is None
-    assert any(line.get("event") == "icap_internal_error" for line in server.log_lines())
+    server.wait_for_log("icap_internal_error")
 
 
 def test_connections_beyond_the_limit_get_503(start_icap_server: StartServer) -> None:
