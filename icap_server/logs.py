@@ -26,10 +26,11 @@ CHUNK = 4096  # PIPE_BUF: a write of whole lines up to this size reaches a pipe 
 class LineBuffer:
     """A structlog logger that collects rendered lines and writes whole lines in chunks."""
 
-    __slots__ = ("_buffer", "_fd", "_stream")
+    __slots__ = ("_buffer", "_fd", "_owner", "_stream")
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, keep_open: Any = None) -> None:
         self._stream = stream
+        self._owner = keep_open  # the text stream whose buffer this is: closing it would close our fd
         try:
             self._fd: int | None = stream.fileno()
         except (AttributeError, OSError, ValueError):
@@ -125,7 +126,7 @@ def configure_logging(
         processors += [FastTimeStamper(), structlog.processors.JSONRenderer(serializer=orjson.dumps)]
         binary: Any = getattr(output, "buffer", None) or output
         if buffered:
-            line_buffer = LineBuffer(binary)
+            line_buffer = LineBuffer(binary, keep_open=output)
             _buffers.append(line_buffer)
 
             def factory(*_args: Any) -> Any:
