@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 
 import structlog
@@ -68,6 +69,10 @@ async def _worker_main(config: Config, redis_url: str, host: str, port: int, reu
             await asyncio.wait_for(sync.loaded.wait(), timeout=config.server.startup_timeout)
         except TimeoutError:
             log.error("policy_not_loaded", waited_s=config.server.startup_timeout, url=redact(redis_url))
+        # The loaded policy (up to millions of objects) lives as long as the process: keep the cyclic
+        # collector off it, and let it run less often over the short-lived objects of each request.
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
         await serve(app, host, port, reuse_port=reuse_port)
     finally:
         follower.cancel()
