@@ -105,8 +105,10 @@ class Application:
             return Verdict(status=0, identity=identity, decision=PASS_THROUGH, version=self.policy.version)
         state = self.policy.state
         http = request.http_request
-        host = request_host(http.method, http.target, http.headers.get("Host"))
-        path = request_path(http.method, http.target)
+        target = http.target
+        # Squid sends absolute-form targets; only origin-form needs the Host header.
+        host = request_host(http.method, target, None if "://" in target else http.headers.get("Host"))
+        path = request_path(http.method, target)
         decision = judge(state, host, path, identity.user, self.restricted, now)
         reference = secrets.token_hex(6) if decision.blocked else None
         return Verdict(0, identity, host, decision, state.version, reference)

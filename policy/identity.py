@@ -36,17 +36,22 @@ class Identity:
 
 
 def identify(headers: HeaderSource, rules: IdentityRules) -> Identity:
+    return _identify(
+        headers.get(rules.username_header), headers.get("X-Authenticated-User"), headers.get("X-Client-IP"), rules
+    )
+
+
+@lru_cache(maxsize=65536)
+def _identify(raw_user: str | None, authenticated: str | None, raw_ip: str | None, rules: IdentityRules) -> Identity:
+    """The same user at the same address sends many requests: the (immutable) answer is remembered."""
     user: str | None = None
-    raw_user = headers.get(rules.username_header)
     if raw_user:
         user = decode_username(raw_user, rules.username_encoding)
-    if not user:
-        authenticated = headers.get("X-Authenticated-User")
-        if authenticated:
-            user = parse_authenticated_user(authenticated)
+    if not user and authenticated:
+        user = parse_authenticated_user(authenticated)
     return Identity(
         user=normalise_username(user, rules) if user else None,
-        client_ip=_client_ip(headers.get("X-Client-IP")),
+        client_ip=_client_ip(raw_ip),
     )
 
 
