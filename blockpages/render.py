@@ -27,6 +27,10 @@ REASON_TEXT: dict[str, tuple[str, str]] = {
         "Your approval for this kind of service has expired.",
         "你使用此類服務的批准已經到期。",
     ),
+    "approval-suspended": (
+        "Your approval for this kind of service is suspended until your department head reviews it.",
+        "你使用此類服務的批准已暫停，須待部門主管覆核。",
+    ),
     "approval-revoked": (
         "Your approval for this kind of service has been revoked.",
         "你使用此類服務的批准已被撤銷。",

@@ -21,6 +21,7 @@ from policy.state import PolicyState
 from . import responses
 from .config import Config
 from .protocol import Request, Response
+from .usage import UsageRecorder
 
 SERVICES: dict[str, frozenset[str]] = {
     "/reqmod": frozenset({"REQMOD"}),
@@ -53,6 +54,9 @@ class Verdict:
             "host": self.host,
             "category": decision.category if decision else None,
             "approval_id": decision.approval_id if decision else None,
+            "exemption_id": decision.exemption_id if decision else None,
+            "rule_id": decision.rule_id if decision else None,
+            "review_overdue": decision.review_overdue if decision else False,
             "reference": self.reference,
         }
 
@@ -86,6 +90,8 @@ class Application:
         self.policy = policy
         self.restricted = frozenset(config.policy.restricted_categories)
         self.timezone = ZoneInfo(config.policy.timezone)
+        self.on_review_overdue = config.approvals.on_review_overdue
+        self.usage = UsageRecorder()
 
     @property
     def istag(self) -> str:
@@ -109,7 +115,11 @@ class Application:
         # Squid sends absolute-form targets; only origin-form needs the Host header.
         host = request_host(http.method, target, None if "://" in target else http.headers.get("Host"))
         path = request_path(http.method, target)
-        decision = judge(state, host, path, identity.user, self.restricted, now)
+        decision = judge(
+            state, host, path, identity.user, identity.client_ip, self.restricted, now, self.on_review_overdue
+        )
+        if decision.approval_id is not None and not decision.blocked:
+            self.usage.note(decision.approval_id, now)
         reference = secrets.token_hex(6) if decision.blocked else None
         return Verdict(0, identity, host, decision, state.version, reference)
 

@@ -10,19 +10,18 @@ import argparse
 import asyncio
 import base64
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from redis.exceptions import RedisError
 
 from policy.categories import ListError, default_list, parse_host_entry, parse_host_list, validate_category
-from policy.identity import normalise_username
 from policy.rules import normalise_path_prefix
 from policy.store import PolicyStore, StoreError
 
-from . import __version__
+from . import __version__, lifecycle_commands
+from .cli_support import StoreAction, UsageError, print_table
 from .config import Config, ConfigError, load_config, parse_listen
 from .embedded_redis import EmbeddedRedisError, ensure_embedded_redis
 from .import_command import add_arguments as add_import_arguments
@@ -33,10 +32,6 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
 
 
-class UsageError(Exception):
-    """Bad input from the admin: reported as one line, exit code 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clearance",
@@ -45,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clearance {__version__}")
     parser.add_argument("--config", metavar="PATH", help="config file (default: $CLEARANCE_CONFIG, ./config.yaml)")
     parser.add_argument("--redis", metavar="URL", help="Redis URL (default: $CLEARANCE_REDIS_URL, redis.url, embedded)")
+    parser.add_argument(
+        "--actor",
+        default=default_actor(),
+        help="who is making changes, for the audit trail (default: $CLEARANCE_ACTOR, login name)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the ICAP server")
@@ -69,23 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         categories.add_parser("import", help="import UT1 / squidGuard trees, host,category CSV or host lists")
     )
 
-    approvals = commands.add_parser("approvals", help="grant, revoke and list approvals").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
-    grant = approvals.add_parser("grant", help="grant a user access to a restricted category")
-    grant.add_argument("--user", required=True)
-    grant.add_argument("--category", required=True)
-    until = grant.add_mutually_exclusive_group(required=True)
-    until.add_argument("--until", metavar="YYYY-MM-DD", help="last day of validity (inclusive, local time)")
-    until.add_argument("--days", type=int, metavar="N", help="valid for N days from now")
-    grant.add_argument("--approver", required=True, help="the department head approving")
-    grant.add_argument("--reason", required=True, help="the business need")
-    revoke = approvals.add_parser("revoke", help="revoke an approval now")
-    revoke.add_argument("id")
-    revoke.add_argument("--by", required=True)
-    revoke.add_argument("--reason")
-    listing = approvals.add_parser("list", help="list approvals")
-    listing.add_argument("--user")
+    lifecycle_commands.add_parsers(commands)
 
     rules = commands.add_parser("rules", help="URL rules: allow-list entries and path rules").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -108,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--user")
     explain.add_argument("--client-ip")
     return parser
+
+
+def default_actor() -> str:
+    import getpass
+    import os
+
+    try:
+        return os.environ.get("CLEARANCE_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,9 +141,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 def redis_url(config: Config) -> str:
     return config.redis.url or ensure_embedded_redis(config.redis.embedded_dir)
-
-
-StoreAction = Callable[[PolicyStore], Awaitable[int]]
 
 
 async def with_store(config: Config, action: StoreAction) -> int:
@@ -246,98 +237,6 @@ async def load_default_lists(store: PolicyStore, config: Config) -> dict[str, in
     return loaded
 
 
-# ---- approvals -----------------------------------------------------------------------------
-
-
-def approvals_grant(args: argparse.Namespace, config: Config) -> StoreAction:
-    user = normalise_username(args.user, config.identity)
-    if not user:
-        raise UsageError("--user must not be empty")
-    category = checked_category(args.category)
-    if category not in config.policy.restricted_categories:
-        restricted = ", ".join(config.policy.restricted_categories)
-        raise UsageError(f"category {category!r} is not restricted, so it needs no approval (restricted: {restricted})")
-    approver = args.approver.strip()
-    reason = args.reason.strip()
-    if not approver:
-        raise UsageError("--approver must not be empty")
-    if not reason:
-        raise UsageError("--reason must not be empty")
-    now = datetime.now(UTC)
-    expires_at = expiry(args.until, args.days, ZoneInfo(config.policy.timezone), now)
-
-    async def action(store: PolicyStore) -> int:
-        approval = await store.grant(user, category, expires_at, approver, reason, now)
-        print(approval.id)
-        return 0
-
-    return action
-
-
-def expiry(until: str | None, days: int | None, zone: ZoneInfo, now: datetime) -> datetime:
-    """`--until` is the last valid day, inclusive, in the configured time zone; `--days N` counts from now."""
-    if days is not None:
-        if days < 1 or days > 3660:
-            raise UsageError(f"--days must be between 1 and 3660, got {days}")
-        return now + timedelta(days=days)
-    assert until is not None
-    try:
-        last_day = date.fromisoformat(until)
-    except ValueError:
-        raise UsageError(f"--until: expected a date as YYYY-MM-DD, got {until!r}") from None
-    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), tzinfo=zone).astimezone(UTC)
-    if end <= now:
-        raise UsageError(f"--until {until} is in the past")
-    return end
-
-
-def approvals_revoke(args: argparse.Namespace, config: Config) -> StoreAction:
-    by = args.by.strip()
-    if not by:
-        raise UsageError("--by must not be empty")
-
-    async def action(store: PolicyStore) -> int:
-        approval = await store.revoke(args.id, by, args.reason)
-        print(f"{approval.id} revoked")
-        return 0
-
-    return action
-
-
-def approvals_list(args: argparse.Namespace, config: Config) -> StoreAction:
-    user = normalise_username(args.user, config.identity) if args.user else None
-    zone = ZoneInfo(config.policy.timezone)
-
-    async def action(store: PolicyStore) -> int:
-        now = datetime.now(UTC)
-        rows = [("ID", "USER", "CATEGORY", "STATE", "VALID UNTIL", "APPROVER", "REASON")]
-        for approval in await store.list_approvals(user):
-            # expires_at is exclusive; show the last valid minute, so --until 2026-12-31 reads 2026-12-31 23:59.
-            last_valid = approval.expires_at - timedelta(seconds=1)
-            expires = last_valid.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-            rows.append(
-                (
-                    approval.id,
-                    approval.user,
-                    approval.category,
-                    approval.state(now),
-                    expires,
-                    approval.approver,
-                    approval.reason,
-                )
-            )
-        print_table(rows)
-        return 0
-
-    return action
-
-
-def print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
 # ---- explain -------------------------------------------------------------------------------
 
 
@@ -418,9 +317,7 @@ HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], St
     ("categories", "lookup"): categories_lookup,
     ("categories", "stats"): categories_stats,
     ("categories", "import"): categories_import,
-    ("approvals", "grant"): approvals_grant,
-    ("approvals", "revoke"): approvals_revoke,
-    ("approvals", "list"): approvals_list,
+    **lifecycle_commands.HANDLERS,
     ("rules", "allow"): rules_allow,
     ("rules", "category"): rules_category,
     ("rules", "list"): rules_list,

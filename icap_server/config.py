@@ -19,6 +19,7 @@ import yaml
 
 from policy.categories import validate_category
 from policy.identity import IdentityRules
+from policy.state import Exemption
 
 DEFAULT_CONFIG_NAME = "config.yaml"
 
@@ -66,6 +67,23 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalsConfig:
+    max_validity_days: int = 180
+    review_interval_days: int = 90
+    require_department_head: bool = True
+    on_review_overdue: Literal["suspend", "warn"] = "suspend"
+    min_justification_chars: int = 20
+    usage_flush_interval: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExemptionConfig:
+    network: str
+    categories: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -91,6 +109,8 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     identity: IdentityRules = field(default_factory=IdentityRules)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
+    exemptions: tuple[ExemptionConfig, ...] = ()
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # `import` is a Python keyword: the YAML key is `import`, the attribute `import_`.
     import_: ImportConfig = field(default_factory=ImportConfig, metadata={"key": "import"})
@@ -139,8 +159,29 @@ def load_config(path: str | os.PathLike[str] | None = None, redis_url: str | Non
     return config
 
 
+def static_exemptions(config: Config) -> tuple[Exemption, ...]:
+    """The exemptions written in the config file (ids C1, C2, …; those in Redis are E1, E2, …)."""
+    return tuple(
+        Exemption(f"C{index}", item.network, frozenset(item.categories), item.note)
+        for index, item in enumerate(config.exemptions, start=1)
+    )
+
+
 def _check(config: Config) -> None:
     """Checks that span more than one value's type."""
+    import ipaddress
+
+    for index, item in enumerate(config.exemptions):
+        try:
+            ipaddress.ip_network(item.network, strict=False)
+        except ValueError:
+            raise ConfigError(f"exemptions[{index}].network: not a network in CIDR form: {item.network!r}") from None
+    approvals = config.approvals
+    for name in ("max_validity_days", "review_interval_days"):
+        if getattr(approvals, name) < 1:
+            raise ConfigError(f"approvals.{name}: must be at least 1")
+    if approvals.usage_flush_interval <= 0:
+        raise ConfigError("approvals.usage_flush_interval: must be greater than 0 seconds")
     try:
         parse_listen(config.server.listen)
     except ValueError as error:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from policy.hosts import request_host
-from policy.identity import identify
 from policy.store import PolicyStore
 
 from .application import Application, FixedPolicy
-from .config import Config
+from .config import Config, static_exemptions
 from .protocol import ICAPConnection, Request
 
 
@@ -35,12 +34,15 @@ async def explain_request(
     assert isinstance(request, Request)
     assert request.http_request is not None
     host = request_host(request.http_request.method, request.http_request.target, None)
-    user_name = identify(request.headers, config.identity).user
-    state = await store.state_for(host, user_name)  # only what this request needs, not the whole index
+    state = await store.state_for(host)  # only this host's list entries, not the whole index
+    state.exemptions = static_exemptions(config) + state.exemptions
     verdict = Application(config, FixedPolicy(state)).evaluate(request, datetime.now(UTC))
     decision = verdict.decision
     assert decision is not None
     entry = f" (list entry {decision.matched_entry})" if decision.matched_entry else ""
+    approval = decision.approval_id or "-"
+    if decision.approval_scope:
+        approval = f"{decision.approval_id} ({decision.approval_scope})"
     return [
         f"decision:  {decision.action}",
         f"reason:    {decision.reason}",
@@ -48,6 +50,7 @@ async def explain_request(
         f"category:  {decision.category or '-'}{entry}",
         f"user:      {verdict.identity.user or '-'}",
         f"client ip: {verdict.identity.client_ip or '-'}",
-        f"approval:  {decision.approval_id or '-'}",
+        f"approval:  {approval}",
+        f"exemption: {decision.exemption_id or '-'}",
         f"rule:      {f'{decision.rule_id} ({decision.matched_entry})' if decision.rule_id else '-'}",
     ]

@@ -33,8 +33,9 @@ from policy.importers import (
 )
 from policy.store import IMPORT_BATCH, PolicyStore
 
+from .cli_support import StoreAction, UsageError
+
 if TYPE_CHECKING:
-    from .cli import StoreAction
     from .config import Config
 
 
@@ -57,8 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _usage(message: str) -> Exception:
-    from .cli import UsageError  # cli imports this module; import back only when running
-
     return UsageError(message)
 
 

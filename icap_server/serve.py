@@ -13,7 +13,7 @@ from policy.store import PolicyStore
 
 from .application import Application
 from .cli import load_default_lists
-from .config import Config
+from .config import Config, static_exemptions
 from .logs import configure_logging
 from .server import serve
 from .sync import PolicySync
@@ -60,9 +60,10 @@ async def _prepare_store(config: Config, redis_url: str) -> None:
 
 async def _worker_main(config: Config, redis_url: str, host: str, port: int, reuse_port: bool) -> int:
     store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
-    sync = PolicySync(store)
+    sync = PolicySync(store, static_exemptions=static_exemptions(config))
     app = Application(config, sync)
     follower = asyncio.create_task(sync.run())
+    usage = asyncio.create_task(app.usage.run(store, config.approvals.usage_flush_interval))
     try:
         try:
             # Serve once the policy is loaded; if Redis stays away, serve anyway and answer 500 meanwhile.
@@ -76,6 +77,8 @@ async def _worker_main(config: Config, redis_url: str, host: str, port: int, reu
         await serve(app, host, port, reuse_port=reuse_port)
     finally:
         follower.cancel()
+        usage.cancel()
+        await asyncio.gather(usage, return_exceptions=True)  # writes the last counts
         await store.close()
     return 0
 

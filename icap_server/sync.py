@@ -22,7 +22,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from policy.rules import RuleIndex
-from policy.state import PolicyState
+from policy.state import ApprovalIndex, Exemption, PolicyState
 from policy.store import Change, PolicyStore
 
 log = structlog.get_logger("clearance.sync")
@@ -33,8 +33,11 @@ class PolicyUnavailable(Exception):
 
 
 class PolicySync:
-    def __init__(self, store: PolicyStore, check_interval: float = 0.5) -> None:
+    def __init__(
+        self, store: PolicyStore, check_interval: float = 0.5, static_exemptions: tuple[Exemption, ...] = ()
+    ) -> None:
         self.store = store
+        self.static_exemptions = static_exemptions  # from the config file; Redis holds the rest
         self.check_interval = check_interval
         self._state: PolicyState | None = None
         self.loaded = asyncio.Event()
@@ -72,6 +75,7 @@ class PolicySync:
     async def resync(self, why: str) -> None:
         started = time.perf_counter()
         state = await self.store.load_state()
+        state.exemptions = self.static_exemptions + state.exemptions
         self._state = state
         self._lagging_since = None
         self.resyncs += 1
@@ -81,7 +85,8 @@ class PolicySync:
             why=why,
             version=state.version,
             entries=len(state.categories),
-            users_with_approvals=len(state.approvals),
+            approvals=len(state.approvals),
+            people=len(state.directory),
             rules=len(state.rules),
             seconds=round(time.perf_counter() - started, 3),
         )
@@ -106,8 +111,16 @@ class PolicySync:
         if change.kind == "hosts":
             state.categories.add(str(change.data["category"]), [str(host) for host in change.data["hosts"]])
         elif change.kind == "approvals":
-            user = str(change.data["user"])
-            state.set_user_approvals(user, await self.store.user_approvals(user))
+            ids = change.data.get("ids")
+            if ids is None:
+                state.approvals = ApprovalIndex(await self.store.all_approvals())
+            else:
+                for approval_id in ids:
+                    state.approvals.put(await self.store.get_approval(str(approval_id)))
+        elif change.kind == "directory":
+            state.directory = await self.store.load_directory()
+        elif change.kind == "exemptions":
+            state.exemptions = self.static_exemptions + tuple(await self.store.exemptions())
         elif change.kind == "rules":
             state.rules = RuleIndex(await self.store.list_rules())
         else:  # a category switched generation: rebuild the index beside the live one, then swap

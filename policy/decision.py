@@ -11,9 +11,9 @@ from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 
-from .approvals import Approval, ApprovalStatus
+from .approvals import SUBJECT_RANK, Approval, OverduePolicy, State
 from .categories import NO_MATCH, CategoryMatch
-from .state import PolicyState
+from .state import Exemption, PolicyState
 
 
 class Action(StrEnum):
@@ -24,10 +24,12 @@ class Action(StrEnum):
 class Reason(StrEnum):
     NOT_RESTRICTED = "not-restricted"
     ALLOW_LISTED = "allow-listed"
+    EXEMPT = "exempt"
     APPROVED = "approved"
     NO_APPROVAL = "no-approval"
     APPROVAL_EXPIRED = "approval-expired"
     APPROVAL_REVOKED = "approval-revoked"
+    APPROVAL_SUSPENDED = "approval-suspended"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +40,20 @@ class Decision:
     matched_entry: str | None = None  # the list entry that matched the host
     approval_id: str | None = None  # the approval that let it pass, or the lapsed one behind a block
     rule_id: str | None = None  # the URL rule that applied, if any
+    exemption_id: str | None = None  # the exemption that let it pass
+    approval_scope: str | None = None  # e.g. "group finance-travel, host web.whatsapp.com"
+    review_overdue: bool = False  # passed on an approval whose review is overdue (on_review_overdue: warn)
 
     @property
     def blocked(self) -> bool:
         return self.action is Action.BLOCK
+
+
+_LAPSED = {
+    State.REVOKED: Reason.APPROVAL_REVOKED,
+    State.EXPIRED: Reason.APPROVAL_EXPIRED,
+    State.SUSPENDED: Reason.APPROVAL_SUSPENDED,
+}
 
 
 def decide(
@@ -49,29 +61,52 @@ def decide(
     restricted: frozenset[str],
     approvals: Iterable[Approval],
     now: datetime,
+    host: str | None = None,
+    client_ip: str | None = None,
+    exemptions: Iterable[Exemption] = (),
+    on_review_overdue: OverduePolicy = "suspend",
 ) -> Decision:
-    """Pass unless the host is in a restricted category the user holds no valid approval for.
+    """Pass unless the host is in a restricted category that nothing opens for this request.
 
-    A host in several restricted categories needs an approval for each; the first one missing (in name
-    order, so the answer is stable) explains the block.
+    For each restricted category of the host (in name order, so the answer is stable): an exemption for the
+    client's network opens it; else the most specific valid approval among the candidates (personal before
+    group before department before network; a single host before a whole category). The first category
+    nothing opens explains the block, with the most recent lapsed approval that would have covered it.
     """
     gated_set = match.categories & restricted
     if not gated_set:
         return _not_restricted(match)
-    gated = sorted(gated_set)
-    by_category: dict[str, list[Approval]] = {}
-    for approval in approvals:
-        by_category.setdefault(approval.category, []).append(approval)
-    passed_by: Approval | None = None
-    for category in gated:
-        held = by_category.get(category, [])
-        valid = [approval for approval in held if approval.is_valid(now)]
+    candidates = list(approvals)
+    exemptions = tuple(exemptions)
+    passed: Decision | None = None
+    for category in sorted(gated_set):
+        exemption = next((e for e in exemptions if e.covers(client_ip, category)), None)
+        if exemption is not None:
+            passed = passed or Decision(Action.PASS, Reason.EXEMPT, category, match.entry, exemption_id=exemption.id)
+            continue
+        covering = [approval for approval in candidates if approval.covers(category, host)]
+        valid = [approval for approval in covering if approval.passes(now, on_review_overdue)]
         if not valid:
-            reason, lapsed = _why_not(held)
+            reason, lapsed = _why_not(covering, now, on_review_overdue)
             return Decision(Action.BLOCK, reason, category, match.entry, lapsed)
-        passed_by = max(valid, key=lambda approval: approval.expires_at)
-    assert passed_by is not None
-    return Decision(Action.PASS, Reason.APPROVED, gated[0], match.entry, passed_by.id)
+        best = min(valid, key=_specificity)
+        overdue = best.state(now, on_review_overdue) is State.REVIEW_OVERDUE
+        passed = passed or Decision(
+            Action.PASS,
+            Reason.APPROVED,
+            category,
+            match.entry,
+            best.id,
+            approval_scope=f"{best.subject_kind} {best.subject}, {best.scope()}",
+            review_overdue=overdue,
+        )
+    assert passed is not None
+    return passed
+
+
+def _specificity(approval: Approval) -> tuple[int, bool, float]:
+    """Personal before group before department before network; a host before a category; then the longest."""
+    return (SUBJECT_RANK[approval.subject_kind], approval.host is None, -approval.valid_until.timestamp())
 
 
 @lru_cache(maxsize=65536)
@@ -80,18 +115,24 @@ def _not_restricted(match: CategoryMatch) -> Decision:
     return Decision(Action.PASS, Reason.NOT_RESTRICTED, min(match.categories, default=None), match.entry)
 
 
-def _why_not(held: list[Approval]) -> tuple[Reason, str | None]:
-    """Explain a missing approval with the most recent lapsed one, if the user ever had any."""
-    if not held:
+def _why_not(covering: list[Approval], now: datetime, on_review_overdue: OverduePolicy) -> tuple[Reason, str | None]:
+    """Explain a missing approval with the most recently created lapsed one, if there was any."""
+    lapsed = [a for a in covering if a.state(now, on_review_overdue) in _LAPSED]
+    if not lapsed:
         return Reason.NO_APPROVAL, None
-    latest = max(held, key=lambda approval: approval.created_at)
-    if latest.status is ApprovalStatus.REVOKED:
-        return Reason.APPROVAL_REVOKED, latest.id
-    return Reason.APPROVAL_EXPIRED, latest.id
+    latest = max(lapsed, key=lambda approval: approval.created_at)
+    return _LAPSED[latest.state(now, on_review_overdue)], latest.id
 
 
 def judge(
-    state: PolicyState, host: str | None, path: str, user: str | None, restricted: frozenset[str], now: datetime
+    state: PolicyState,
+    host: str | None,
+    path: str,
+    user: str | None,
+    client_ip: str | None,
+    restricted: frozenset[str],
+    now: datetime,
+    on_review_overdue: OverduePolicy = "suspend",
 ) -> Decision:
     """The whole decision for one request from in-memory policy: URL rules first, then the category lists.
 
@@ -104,5 +145,17 @@ def judge(
         match = CategoryMatch(rule.describe(), frozenset((rule.category,)))
     else:
         match = state.categories.match(host) if host else NO_MATCH
-    decision = decide(match, restricted, state.approvals_of(user), now)
+    if not (match.categories & restricted):
+        decision = _not_restricted(match)
+    else:
+        decision = decide(
+            match,
+            restricted,
+            state.candidates(user, client_ip),
+            now,
+            host,
+            client_ip,
+            state.exemptions,
+            on_review_overdue,
+        )
     return replace(decision, rule_id=rule.id) if rule is not None else decision

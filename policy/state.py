@@ -7,11 +7,14 @@ this module only applies changes, it does no I/O.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from .approvals import Approval
+from .approvals import SUBJECT_RANK, Approval, SubjectKind
 from .categories import NO_MATCH, CategoryMatch
+from .directory import Directory, Person
 from .rules import RuleIndex
 
 
@@ -67,21 +70,102 @@ class CategoryIndex:
         return sizes
 
 
+@dataclass(frozen=True, slots=True)
+class Exemption:
+    """Traffic from these addresses passes without an approval (e.g. government-issued mobile devices)."""
+
+    id: str
+    network: str
+    categories: frozenset[str] = frozenset()  # empty: every restricted category
+    note: str = ""
+
+    def covers(self, client_ip: str | None, category: str) -> bool:
+        if not client_ip or (self.categories and category not in self.categories):
+            return False
+        try:
+            return ipaddress.ip_address(client_ip) in ipaddress.ip_network(self.network, strict=False)
+        except ValueError:
+            return False
+
+    def to_json(self) -> str:
+        record = asdict(self)
+        record["categories"] = sorted(self.categories)
+        return json.dumps(record, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Exemption:
+        record = json.loads(text)
+        record["categories"] = frozenset(record.get("categories", ()))
+        return cls(**record)
+
+
+class ApprovalIndex:
+    """All approvals, indexed by subject, so a request's candidates are a few dict look-ups."""
+
+    __slots__ = ("by_department", "by_group", "by_id", "by_user", "networks")
+
+    def __init__(self, approvals: Iterable[Approval] = ()) -> None:
+        self.by_id: dict[str, Approval] = {approval.id: approval for approval in approvals}
+        self._index()
+
+    def _index(self) -> None:
+        self.by_user: dict[str, list[Approval]] = {}
+        self.by_group: dict[str, list[Approval]] = {}
+        self.by_department: dict[str, list[Approval]] = {}
+        self.networks: list[Approval] = []
+        tables = {
+            SubjectKind.USER: self.by_user,
+            SubjectKind.GROUP: self.by_group,
+            SubjectKind.DEPARTMENT: self.by_department,
+        }
+        for approval in self.by_id.values():
+            table = tables.get(approval.subject_kind)
+            if table is None:
+                self.networks.append(approval)
+            else:
+                table.setdefault(approval.subject, []).append(approval)
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def put(self, approval: Approval) -> None:
+        self.by_id[approval.id] = approval
+        self._index()
+
+    def remove(self, approval_id: str) -> None:
+        if self.by_id.pop(approval_id, None) is not None:
+            self._index()
+
+    def candidates(self, user: str | None, person: Person | None, client_ip: str | None) -> list[Approval]:
+        """Every approval whose subject includes this request, most specific subject first."""
+        found: list[Approval] = []
+        if user:
+            found += self.by_user.get(user, ())
+        if person is not None:
+            for group in person.groups:
+                found += self.by_group.get(group, ())
+            found += self.by_department.get(person.department, ())
+        if client_ip and self.networks:
+            found += [approval for approval in self.networks if approval.applies_to_network(client_ip)]
+        if len(found) > 1:
+            found.sort(key=lambda approval: SUBJECT_RANK[approval.subject_kind])
+        return found
+
+
 @dataclass
 class PolicyState:
     version: int = 0
     categories: CategoryIndex = field(default_factory=CategoryIndex)
-    approvals: dict[str, tuple[Approval, ...]] = field(default_factory=dict)
+    approvals: ApprovalIndex = field(default_factory=ApprovalIndex)
     rules: RuleIndex = field(default_factory=RuleIndex)
+    directory: Directory = field(default_factory=Directory)
+    exemptions: tuple[Exemption, ...] = ()
 
-    def approvals_of(self, user: str | None) -> tuple[Approval, ...]:
-        if not user:
-            return ()
-        return self.approvals.get(user, ())
+    def candidates(self, user: str | None, client_ip: str | None) -> list[Approval]:
+        return self.approvals.candidates(user, self.directory.person(user), client_ip)
 
-    def set_user_approvals(self, user: str, approvals: Iterable[Approval]) -> None:
-        held = tuple(approvals)
-        if held:
-            self.approvals[user] = held
-        else:
-            self.approvals.pop(user, None)
+    def exemption_for(self, client_ip: str | None, category: str) -> Exemption | None:
+        for exemption in self.exemptions:
+            if exemption.covers(client_ip, category):
+                return exemption
+        return None

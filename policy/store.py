@@ -5,9 +5,11 @@ Layout (all keys under the configurable prefix, default `clearance:`):
 - `categories` (hash): category -> its current generation number
 - `cat:{category}:{generation}` (set): the list entries (hosts, IPs) of one generation of a category
 - `gen:seq` (counter): the last generation number handed out
-- `approvals:user:{user}` (hash): approval id -> approval JSON; one read fetches all of a user's approvals
-- `approval:owner` (hash): approval id -> user, to find an approval by id
-- `approval:seq` (counter): the last approval number
+- `approvals` (hash): approval id -> approval JSON; `approval:seq` (counter): the last approval number
+- `usage:count`, `usage:last` (hashes): approval id -> requests passed on it, and when it was last used
+- `directory` (hash): user -> person JSON (department, groups, departments headed or delegated)
+- `exemptions` (hash): exemption id -> JSON (network, categories); `exemption:seq` (counter)
+- `audit` (stream): every change, with actor, time, action, target, department, before and after
 - `rules` (hash): rule id -> rule JSON (allow-list entries and path rules); `rule:seq` (counter)
 - `policy:version` (counter): bumped on every change; the ICAP ISTag is derived from it
 - `changes` (pub/sub channel): `{version} {json}` for every change, published in the same transaction
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,9 +31,10 @@ from redis.exceptions import ResponseError
 
 from .approvals import Approval, utc_now
 from .categories import NO_MATCH, CategoryMatch
+from .directory import Directory, Person
 from .hosts import host_suffixes
 from .rules import Rule, RuleIndex, RuleKind
-from .state import PolicyState
+from .state import ApprovalIndex, Exemption, PolicyState
 
 BUMP_SCRIPT = """
 local version = redis.call('INCR', KEYS[1])
@@ -82,6 +85,7 @@ return version
 # A retired generation outlives the switch briefly, so a reader that fetched the old generation number
 # just before the switch still finds its entries (never an empty category).
 RETIRED_TTL_S = 300
+AUDIT_MAXLEN = 1_000_000
 
 ADD_BATCH = 1000
 IMPORT_BATCH = 5000
@@ -166,12 +170,14 @@ class PolicyStore:
         for category, generation in (await self.generations()).items():
             async for batch in self.category_entries(category, generation):
                 state.categories.add(category, batch)
-        state.approvals = await self.all_approvals()
+        state.approvals = ApprovalIndex(await self.all_approvals())
         state.rules = RuleIndex(await self.list_rules())
+        state.directory = await self.load_directory()
+        state.exemptions = tuple(await self.exemptions())
         return state
 
-    async def state_for(self, host: str | None, user: str | None) -> PolicyState:
-        """Just what one request needs (its host's entries, its user's approvals, all rules): for the CLI."""
+    async def state_for(self, host: str | None) -> PolicyState:
+        """What one request needs without loading every list (its host's entries, and all the rest): the CLI."""
         suffixes = host_suffixes(host) if host else []
         generations = await self.generations()
         async with self.client.pipeline(transaction=False) as pipe:
@@ -184,13 +190,14 @@ class PolicyStore:
         if suffixes:
             for category, flags in zip(generations, results[1:], strict=True):
                 state.categories.add(category, [entry for entry, hit in zip(suffixes, flags, strict=True) if hit])
-        if user:
-            state.set_user_approvals(user, await self.user_approvals(user))
+        state.approvals = ApprovalIndex(await self.all_approvals())
         state.rules = RuleIndex(await self.list_rules())
+        state.directory = await self.load_directory()
+        state.exemptions = tuple(await self.exemptions())
         return state
 
     async def lookup_categories(self, host: str) -> CategoryMatch:
-        state = await self.state_for(host, None)
+        state = await self.state_for(host)
         return state.categories.match(host) if len(state.categories) else NO_MATCH
 
     # ---- categories -----------------------------------------------------------------------
@@ -279,78 +286,199 @@ class PolicyStore:
 
     # ---- approvals ------------------------------------------------------------------------
 
-    async def grant(
-        self,
-        user: str,
-        category: str,
-        expires_at: datetime,
-        approver: str,
-        reason: str,
-        now: datetime | None = None,
-    ) -> Approval:
-        number = await self.client.incr(self.key("approval", "seq"))
-        approval = Approval(
-            id=f"A{number}",
-            user=user,
-            category=category,
-            approver=approver,
-            reason=reason,
-            created_at=now or utc_now(),
-            expires_at=expires_at,
-        )
-        await self._save(approval)
-        return approval
+    async def next_approval_id(self) -> str:
+        return f"A{await self.client.incr(self.key('approval', 'seq'))}"
 
     async def get_approval(self, approval_id: str) -> Approval:
-        user = await self.client.hget(self.key("approval", "owner"), approval_id)
-        text = await self.client.hget(self.key("approvals", "user", str(user)), approval_id) if user else None
+        text = await self.client.hget(self.key("approvals"), approval_id)
         if not text:
             raise StoreError(f"no approval with id {approval_id!r}")
         return Approval.from_json(text)
 
-    async def revoke(self, approval_id: str, by: str, reason: str | None, now: datetime | None = None) -> Approval:
-        approval = await self.get_approval(approval_id)
-        if approval.revoked_at is not None:
-            raise StoreError(f"approval {approval_id} was already revoked by {approval.revoked_by}")
-        revoked = approval.revoked(by=by, at=now or utc_now(), reason=reason)
-        await self._save(revoked)
-        return revoked
+    async def all_approvals(self) -> list[Approval]:
+        approvals = [Approval.from_json(text) for text in await self.client.hvals(self.key("approvals"))]
+        return sorted(approvals, key=lambda approval: int(approval.id.lstrip("A") or 0))
 
-    async def user_approvals(self, user: str) -> list[Approval]:
-        return [Approval.from_json(text) for text in await self.client.hvals(self.key("approvals", "user", user))]
+    async def save_approval(self, approval: Approval, actor: str, action: str, before: Approval | None) -> None:
+        """Write one approval, its audit entry and the change announcement in one transaction."""
+        await self.save_approvals([(approval, before)], actor, action)
 
-    async def all_approvals(self) -> dict[str, tuple[Approval, ...]]:
-        users = sorted({str(name) for name in await self.client.hvals(self.key("approval", "owner"))})
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name in users:
-                pipe.hvals(self.key("approvals", "user", name))
-            results = await pipe.execute()
-        return {
-            name: tuple(Approval.from_json(text) for text in texts)
-            for name, texts in zip(users, results, strict=True)
-            if texts
-        }
-
-    async def list_approvals(self, user: str | None = None) -> list[Approval]:
-        if user:
-            approvals = await self.user_approvals(user)
-        else:
-            approvals = [approval for held in (await self.all_approvals()).values() for approval in held]
-        return sorted(approvals, key=lambda approval: int(approval.id.lstrip("A")))
-
-    async def _save(self, approval: Approval) -> None:
-        message = json.dumps({"kind": "approvals", "user": approval.user}, ensure_ascii=False)
+    async def save_approvals(
+        self, changes: Sequence[tuple[Approval, Approval | None]], actor: str, action: str
+    ) -> None:
+        """Write many approvals (an import) in one transaction: all of them or none."""
+        if not changes:
+            return
         await self._load_scripts()
+        message = json.dumps({"kind": "approvals", "ids": [approval.id for approval, _ in changes]})
+        if len(changes) > 100:
+            message = json.dumps({"kind": "approvals", "ids": None})  # reload them all
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key("approvals", "user", approval.user), approval.id, approval.to_json())
-            pipe.hset(self.key("approval", "owner"), approval.id, approval.user)
+            records: dict[Any, Any] = {approval.id: approval.to_json() for approval, _ in changes}
+            pipe.hset(self.key("approvals"), mapping=records)
+            numbers = [int(approval.id.lstrip("A") or 0) for approval, _ in changes]
+            self._raise_seq(pipe, max(numbers))
+            for approval, before in changes:
+                self._audit(pipe, actor, action, approval.id, approval.department, before, approval)
             pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), message)
             await pipe.execute()
+
+    def _raise_seq(self, pipe: Any, number: int) -> None:
+        """Imported ids must never be handed out again."""
+        pipe.eval(
+            "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
+            "redis.call('SET', KEYS[1], ARGV[1]) end",
+            1,
+            self.key("approval", "seq"),
+            str(number),
+        )
 
     async def _load_scripts(self) -> None:
         """EVALSHA inside MULTI cannot fall back to EVAL, so make sure the script is loaded first."""
         if await self.client.script_exists(self._bump.sha) != [True]:
             await self.client.script_load(BUMP_SCRIPT)
+
+    # ---- usage ----------------------------------------------------------------------------
+
+    async def record_usage(self, usage: Mapping[str, tuple[int, datetime]]) -> None:
+        """Add counts and move `last used` forward (never back: workers flush in any order)."""
+        if not usage:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for approval_id, (count, last_used) in usage.items():
+                pipe.hincrby(self.key("usage", "count"), approval_id, count)
+                pipe.eval(
+                    "local old = redis.call('HGET', KEYS[1], ARGV[1]) "
+                    "if (not old) or old < ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end",
+                    1,
+                    self.key("usage", "last"),
+                    approval_id,
+                    last_used.astimezone(UTC).isoformat(),
+                )
+            await pipe.execute()
+
+    async def usage(self) -> dict[str, tuple[int, datetime | None]]:
+        counts = await self.client.hgetall(self.key("usage", "count"))
+        lasts = await self.client.hgetall(self.key("usage", "last"))
+        return {
+            str(approval_id): (
+                int(count),
+                datetime.fromisoformat(str(lasts[approval_id])) if approval_id in lasts else None,
+            )
+            for approval_id, count in counts.items()
+        }
+
+    # ---- directory --------------------------------------------------------------------------
+
+    async def load_directory(self) -> Directory:
+        texts = await self.client.hvals(self.key("directory"))
+        return Directory({person.user: person for person in (Person.from_json(text) for text in texts)})
+
+    async def write_directory(self, people: Sequence[Person], actor: str, merge: bool) -> tuple[int, int]:
+        """A full load replaces the directory in one step (staged, then RENAME); --merge updates rows.
+
+        Returns (rows written, people in the directory afterwards).
+        """
+        await self._load_scripts()
+        mapping: dict[Any, Any] = {person.user: person.to_json() for person in people}
+        message = json.dumps({"kind": "directory"})
+        staging = self.key("directory", "staging")
+        async with self.client.pipeline(transaction=True) as pipe:
+            if merge:
+                if mapping:
+                    pipe.hset(self.key("directory"), mapping=mapping)
+            else:
+                pipe.delete(staging)
+                if mapping:
+                    pipe.hset(staging, mapping=mapping)
+                    pipe.rename(staging, self.key("directory"))
+                else:
+                    pipe.delete(self.key("directory"))
+            action = "directory-merge" if merge else "directory-load"
+            self._audit(pipe, actor, action, f"{len(people)} people", None, None, {"rows": len(people)})
+            pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), message)
+            pipe.hlen(self.key("directory"))
+            results = await pipe.execute()
+        return len(people), int(results[-1])
+
+    # ---- exemptions -------------------------------------------------------------------------
+
+    async def exemptions(self) -> list[Exemption]:
+        items = [Exemption.from_json(text) for text in await self.client.hvals(self.key("exemptions"))]
+        return sorted(items, key=lambda item: int(item.id.lstrip("E") or 0))
+
+    async def add_exemption(self, network: str, categories: frozenset[str], note: str, actor: str) -> Exemption:
+        exemption = Exemption(
+            id=f"E{await self.client.incr(self.key('exemption', 'seq'))}",
+            network=network,
+            categories=categories,
+            note=note,
+        )
+        await self._load_scripts()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key("exemptions"), exemption.id, exemption.to_json())
+            self._audit(pipe, actor, "exemption-add", exemption.id, None, None, json.loads(exemption.to_json()))
+            pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), json.dumps({"kind": "exemptions"}))
+            await pipe.execute()
+        return exemption
+
+    async def remove_exemption(self, exemption_id: str, actor: str) -> None:
+        text = await self.client.hget(self.key("exemptions"), exemption_id)
+        if not text:
+            raise StoreError(f"no exemption with id {exemption_id!r}")
+        await self._load_scripts()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.key("exemptions"), exemption_id)
+            self._audit(pipe, actor, "exemption-remove", exemption_id, None, json.loads(text), None)
+            pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), json.dumps({"kind": "exemptions"}))
+            await pipe.execute()
+
+    # ---- audit ----------------------------------------------------------------------------
+
+    def _audit(
+        self,
+        pipe: Any,
+        actor: str,
+        action: str,
+        target: str,
+        department: str | None,
+        before: Approval | Mapping[str, Any] | None,
+        after: Approval | Mapping[str, Any] | None,
+    ) -> None:
+        def render(value: Approval | Mapping[str, Any] | None) -> str:
+            if value is None:
+                return ""
+            if isinstance(value, Approval):
+                return value.to_json()
+            return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+        pipe.xadd(
+            self.key("audit"),
+            {
+                "at": utc_now().isoformat(),
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "department": department or "",
+                "before": render(before),
+                "after": render(after),
+            },
+            maxlen=AUDIT_MAXLEN,
+            approximate=True,
+        )
+
+    async def audit(
+        self, actor: str, action: str, target: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+    ) -> None:
+        """An audit entry on its own (category changes, which are written by scripts)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            self._audit(pipe, actor, action, target, None, before, after)
+            await pipe.execute()
+
+    async def read_audit(self, since: datetime | None = None) -> list[dict[str, str]]:
+        start = "-" if since is None else f"{int(since.timestamp() * 1000)}-0"
+        entries: Any = await self.client.xrange(self.key("audit"), min=start, max="+")
+        return [{"id": str(entry_id), **{str(k): str(v) for k, v in fields.items()}} for entry_id, fields in entries]
 
     # ---- rules ----------------------------------------------------------------------------
 

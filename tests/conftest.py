@@ -46,6 +46,8 @@ def config_file(tmp_path: Path) -> Path:
     path.write_text(
         "organisation:\n  name_en: Test Department\n  name_zh: 測試部門\n"
         "policy:\n  load_default_lists: false\n"
+        # Most tests grant without a directory; tests of the approval rules use their own config.
+        "approvals:\n  require_department_head: false\n  min_justification_chars: 0\n"
         "logging:\n  format: json\n",
         encoding="utf-8",
     )

@@ -1,10 +1,13 @@
 """The clearance CLI as an admin uses it: real subprocesses against a real Redis."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
 
 from tests.conftest import CLI
+
+LAST_DAY = (datetime.now(UTC) + timedelta(days=60)).date().isoformat()
 
 
 def test_categories_add_load_lookup_stats(cli: CLI, tmp_path: Path) -> None:
@@ -67,14 +70,14 @@ def test_grant_list_revoke_explain(cli: CLI) -> None:
     assert "decision:  block" in before and "reason:    no-approval" in before
     assert "user:      alice" in before and "client ip: 10.0.0.5" in before
     approval_id = cli(
-        "approvals", "grant", "--user", "Alice", "--category", "webmail", "--until", "2099-12-31",
+        "approvals", "grant", "--user", "Alice", "--category", "webmail", "--until", LAST_DAY,
         "--approver", "head.it", "--reason", "Liaison with overseas partner",
     ).stdout.strip()
     assert approval_id.startswith("A")
     after = cli("explain", "https://a.mail.google.com/", "--user", "alice@CORP").stdout
     assert "decision:  pass" in after and f"approval:  {approval_id}" in after
     listed = cli("approvals", "list", "--user", "ALICE").stdout
-    assert approval_id in listed and "active" in listed and "2099-12-31" in listed  # until is inclusive
+    assert approval_id in listed and "active" in listed and f"{LAST_DAY} 23:59" in listed  # until is inclusive
     assert cli("approvals", "list", "--user", "bob").stdout.count("\n") == 1  # header only
     assert f"{approval_id} revoked" in cli("approvals", "revoke", approval_id, "--by", "head.it").stdout
     revoked = cli("explain", "http://mail.google.com/", "--user", "alice").stdout

@@ -1,18 +1,26 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from policy.approvals import Approval
+from policy.approvals import Approval, Review, State, SubjectKind
 from policy.categories import NO_MATCH, CategoryMatch
-from policy.decision import Action, Reason, decide
+from policy.decision import Action, Reason, decide, judge
+from policy.directory import Directory, Person
+from policy.state import ApprovalIndex, Exemption, PolicyState
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 RESTRICTED = frozenset({"webmail", "cloud-storage", "web-im"})
 WEBMAIL = CategoryMatch("mail.google.com", frozenset({"webmail"}))
 
 
-def approval(id: str, category: str = "webmail", days: int = 1, created: int = 0, **extra: object) -> Approval:
+def approval(
+    id: str, category: str | None = "webmail", days: int = 30, created: int = 0, *,
+    kind: SubjectKind = SubjectKind.USER, subject: str = "alice", host: str | None = None, review_in: int = 20,
+) -> Approval:
     return Approval(
-        id=id, user="alice", category=category, approver="head", reason="need",
-        created_at=NOW - timedelta(days=10 - created), expires_at=NOW + timedelta(days=days), **extra,  # type: ignore[arg-type]
+        id=id, subject_kind=kind, subject=subject, category=None if host else category, host=host,
+        department="Finance", approver="hfin", justification="Liaison with the overseas office",
+        created_by="admin", created_at=NOW - timedelta(days=10 - created), valid_from=NOW - timedelta(days=10),
+        valid_until=NOW + timedelta(days=days), review_due=NOW + timedelta(days=review_in),
     )
 
 
@@ -30,29 +38,43 @@ def test_restricted_without_approval_blocks() -> None:
 
 
 def test_valid_approval_passes_and_is_named() -> None:
-    decision = decide(WEBMAIL, RESTRICTED, [approval("A1")], NOW)
+    decision = decide(WEBMAIL, RESTRICTED, [approval("A1")], NOW, "mail.google.com")
     assert (decision.action, decision.reason, decision.approval_id) == (Action.PASS, Reason.APPROVED, "A1")
+    assert decision.approval_scope == "user alice, category webmail"
 
 
 def test_approval_for_another_category_does_not_count() -> None:
-    decision = decide(WEBMAIL, RESTRICTED, [approval("A1", category="web-im")], NOW)
-    assert decision.reason is Reason.NO_APPROVAL
+    assert decide(WEBMAIL, RESTRICTED, [approval("A1", category="web-im")], NOW).reason is Reason.NO_APPROVAL
 
 
-def test_expired_and_revoked_explain_the_block() -> None:
+def test_expired_revoked_and_suspended_explain_the_block() -> None:
     expired = approval("A1", days=-1)
     assert decide(WEBMAIL, RESTRICTED, [expired], NOW).reason is Reason.APPROVAL_EXPIRED
-    assert decide(WEBMAIL, RESTRICTED, [expired], NOW).approval_id == "A1"
-    revoked = approval("A2", created=1).revoked(by="head", at=NOW, reason="done")
+    revoked = approval("A2", created=1).revoked(by="hfin", at=NOW, reason="done")
     decision = decide(WEBMAIL, RESTRICTED, [expired, revoked], NOW)
     assert (decision.reason, decision.approval_id) == (Reason.APPROVAL_REVOKED, "A2")
-    renewed = approval("A3", created=2)
-    assert decide(WEBMAIL, RESTRICTED, [expired, revoked, renewed], NOW).approval_id == "A3"
+    suspended = approval("A3", created=2).suspended(by="hfin", at=NOW, reason="pending review")
+    assert decide(WEBMAIL, RESTRICTED, [expired, revoked, suspended], NOW).reason is Reason.APPROVAL_SUSPENDED
+    renewed = approval("A4", created=3)
+    assert decide(WEBMAIL, RESTRICTED, [expired, revoked, suspended, renewed], NOW).approval_id == "A4"
 
 
-def test_expiry_is_exclusive() -> None:
-    exact = approval("A1", days=0)
-    assert decide(WEBMAIL, RESTRICTED, [exact], NOW).action is Action.BLOCK
+def test_expiry_is_exclusive_and_pending_does_not_pass() -> None:
+    assert decide(WEBMAIL, RESTRICTED, [approval("A1", days=0)], NOW).action is Action.BLOCK
+    future = replace(approval("A2"), valid_from=NOW + timedelta(days=1))
+    assert future.state(NOW) is State.PENDING
+    assert decide(WEBMAIL, RESTRICTED, [future], NOW).action is Action.BLOCK
+
+
+def test_review_overdue_suspends_or_warns() -> None:
+    overdue = approval("A1", review_in=-1)
+    assert overdue.state(NOW, "suspend") is State.SUSPENDED
+    blocked = decide(WEBMAIL, RESTRICTED, [overdue], NOW, on_review_overdue="suspend")
+    assert (blocked.action, blocked.reason) == (Action.BLOCK, Reason.APPROVAL_SUSPENDED)
+    warned = decide(WEBMAIL, RESTRICTED, [overdue], NOW, on_review_overdue="warn")
+    assert (warned.action, warned.review_overdue) == (Action.PASS, True)
+    kept = overdue.reviewed(Review("hfin", NOW, "keep", "still needed"), NOW + timedelta(days=90))
+    assert kept.state(NOW) is State.ACTIVE and kept.review_due == kept.valid_until  # capped at the end
 
 
 def test_host_in_two_restricted_categories_needs_both() -> None:
@@ -63,6 +85,57 @@ def test_host_in_two_restricted_categories_needs_both() -> None:
     assert ok.action is Action.PASS
 
 
+def test_host_scope_covers_only_that_service() -> None:
+    im = CategoryMatch("whatsapp.com", frozenset({"web-im"}))
+    only_whatsapp = approval("A1", host="web.whatsapp.com")
+    assert decide(im, RESTRICTED, [only_whatsapp], NOW, "web.whatsapp.com").action is Action.PASS
+    assert decide(im, RESTRICTED, [only_whatsapp], NOW, "media.web.whatsapp.com").action is Action.PASS
+    assert decide(im, RESTRICTED, [only_whatsapp], NOW, "telegram.whatsapp.com").action is Action.BLOCK
+
+
+def state_with(*approvals: Approval) -> PolicyState:
+    state = PolicyState(version=1)
+    state.categories.add("webmail", ["mail.google.com"])
+    state.approvals = ApprovalIndex(approvals)
+    state.directory = Directory({
+        "alice": Person("alice", "Finance", groups=frozenset({"travel"})),
+        "bob": Person("bob", "Finance"),
+        "carol": Person("carol", "Legal"),
+    })
+    return state
+
+
+def test_subjects_user_group_department_network_and_most_specific_wins() -> None:
+    by_department = approval("A1", kind=SubjectKind.DEPARTMENT, subject="Finance")
+    by_group = approval("A2", kind=SubjectKind.GROUP, subject="travel")
+    by_network = approval("A3", kind=SubjectKind.NETWORK, subject="10.20.0.0/16")
+    personal = approval("A4")
+    state = state_with(by_department, by_group, by_network, personal)
+
+    def who(user: str, ip: str | None = None) -> str | None:
+        return judge(state, "mail.google.com", "/", user, ip, RESTRICTED, NOW).approval_id
+
+    assert who("alice", "10.20.1.1") == "A4"  # personal beats group, department, network
+    assert who("bob") == "A1"  # department
+    assert who("carol") is None  # another department
+    assert who("carol", "10.20.1.1") == "A3"  # the lab network
+    state.approvals.remove("A4")
+    assert who("alice") == "A2"  # group beats department
+    assert judge(state, "mail.google.com", "/", "dave", None, RESTRICTED, NOW).blocked  # not in the directory
+
+
+def test_exempt_network_passes_without_approval() -> None:
+    state = state_with()
+    state.exemptions = (Exemption("C1", "172.16.0.0/12", frozenset(), "government mobile devices"),)
+    decision = judge(state, "mail.google.com", "/", "carol", "172.20.3.4", RESTRICTED, NOW)
+    assert (decision.action, decision.reason, decision.exemption_id) == (Action.PASS, Reason.EXEMPT, "C1")
+    assert judge(state, "mail.google.com", "/", "carol", "10.0.0.1", RESTRICTED, NOW).blocked
+    only_im = (Exemption("E1", "172.16.0.0/12", frozenset({"web-im"})),)
+    state.exemptions = only_im
+    assert judge(state, "mail.google.com", "/", "carol", "172.20.3.4", RESTRICTED, NOW).blocked
+
+
 def test_approval_json_round_trip() -> None:
-    original = approval("A9").revoked(by="head", at=NOW, reason="no longer needed · 不再需要")
-    assert Approval.from_json(original.to_json()) == original
+    original = approval("A9", host="web.whatsapp.com").revoked(by="hfin", at=NOW, reason="no longer needed · 不再需要")
+    reviewed = replace(original, reviews=(Review("hfin", NOW, "keep", "ok"),), ticket="INC-1")
+    assert Approval.from_json(reviewed.to_json()) == reviewed

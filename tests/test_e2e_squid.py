@@ -38,6 +38,7 @@ REVOKE_DEADLINE_S = 2.0
 CONFIG = (
     "organisation:\n  name_en: Test Department\n  name_zh: 測試部門\n"
     "policy:\n  load_default_lists: false\n"
+    "approvals:\n  require_department_head: false\n  min_justification_chars: 0\n"
     "logging:\n  format: json\n"
 )
 

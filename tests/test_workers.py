@@ -32,7 +32,7 @@ def test_steady_state_decisions_make_no_redis_calls(
     server = start_icap_server(WORKERS_CONFIG)
     cli("categories", "add", "webmail", "mail.example")
     cli("approvals", "grant", "--user", "alice", "--category", "webmail", "--days", "1",
-        "--approver", "head", "--reason", "test")
+        "--approver", "head", "--reason", "load test")
     wait_until_synced(server.port, redis_url)
 
     messages = [
@@ -63,7 +63,7 @@ def test_revoke_blocks_within_one_second_on_every_worker(
     server = start_icap_server(WORKERS_CONFIG)
     cli("categories", "add", "webmail", "mail.example")
     approval = cli("approvals", "grant", "--user", "alice", "--category", "webmail", "--days", "1",
-                   "--approver", "head", "--reason", "test").stdout.strip()
+                   "--approver", "head", "--reason", "load test").stdout.strip()
     wait_until_synced(server.port, redis_url)
     connections = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(12)]
     buffers = [bytearray() for _ in connections]

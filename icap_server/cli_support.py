@@ -1,0 +1,19 @@
+"""Pieces every `clearance` command module shares: the usage error, the store action type, tables."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from policy.store import PolicyStore
+
+StoreAction = Callable[[PolicyStore], Awaitable[int]]
+
+
+class UsageError(Exception):
+    """Bad input from the admin: reported as one line, exit code 2, nothing written."""
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
