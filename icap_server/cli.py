@@ -136,6 +136,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return run_server(config, redis_url(config), host, port, workers)
     handler = HANDLERS[(args.command, getattr(args, "action", None))]
     prepared = handler(args, config)  # validates everything before any connection is made
+    # Admin commands log their changes (the audit lines) to stderr; stdout stays the command's answer.
+    configure_logging(config.logging.level, config.logging.format, stream=sys.stderr)
     return asyncio.run(with_store(config, prepared))
 
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import ResponseError
 
 from .approvals import Approval, utc_now
@@ -35,6 +36,8 @@ from .directory import Directory, Person
 from .hosts import host_suffixes
 from .rules import Rule, RuleIndex, RuleKind
 from .state import ApprovalIndex, Exemption, PolicyState
+
+audit_log = structlog.get_logger("clearance.audit")
 
 BUMP_SCRIPT = """
 local version = redis.call('INCR', KEYS[1])
@@ -452,6 +455,7 @@ class PolicyStore:
                 return value.to_json()
             return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
+        audit_log.info("audit", actor=actor, action=action, target=target, department=department or None)
         pipe.xadd(
             self.key("audit"),
             {
