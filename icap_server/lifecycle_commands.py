@@ -20,6 +20,8 @@ from policy.identity import normalise_username
 from policy.lifecycle import GrantRequest, LifecycleError, Rules, build_approval, review, revoke, suspend
 from policy.store import PolicyStore, StoreError
 
+from .approval_io import HANDLERS as IO_HANDLERS
+from .approval_io import add_io_parsers
 from .cli_support import StoreAction, UsageError, print_table
 from .config import Config
 
@@ -83,6 +85,7 @@ def add_parsers(commands: Any) -> None:
     decision.add_argument("--keep", action="store_true")
     decision.add_argument("--revoke", action="store_true")
     review_parser.add_argument("--note", default="")
+    add_io_parsers(approvals)
 
     directory = commands.add_parser("directory", help="who is in which department, and who approves").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -418,4 +421,5 @@ HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], St
     ("exemptions", "add"): exemptions_add,
     ("exemptions", "list"): exemptions_list,
     ("exemptions", "remove"): exemptions_remove,
+    **IO_HANDLERS,
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -143,7 +143,7 @@ class Approval:
     # ---- storage --------------------------------------------------------------------------
 
     def to_record(self) -> dict[str, Any]:
-        record = asdict(self)
+        record = {name: getattr(self, name) for name in self.__dataclass_fields__}  # shallow: asdict deep-copies
         for key, value in list(record.items()):
             if isinstance(value, datetime):
                 record[key] = value.isoformat()

@@ -125,7 +125,9 @@ def build_approval(
     if request.valid_until <= now:
         raise LifecycleError("the approval would already have ended")
     longest = timedelta(days=rules.max_validity_days)
-    if request.valid_until - request.valid_from > longest + timedelta(days=1):  # a day's grace for --until dates
+    # Less than a day's grace, for --until: its last day runs to local midnight, so a grant made in the
+    # morning for the longest period ends 180 days and some hours later; --days 181 is still too long.
+    if request.valid_until - request.valid_from >= longest + timedelta(days=1):
         raise LifecycleError(
             f"validity of {(request.valid_until - request.valid_from).days} days exceeds the maximum of "
             f"{rules.max_validity_days} (approvals.max_validity_days): grant less and renew on review"
