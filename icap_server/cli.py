@@ -20,7 +20,7 @@ from policy.categories import ListError, default_list, parse_host_entry, parse_h
 from policy.rules import normalise_path_prefix
 from policy.store import PolicyStore, StoreError
 
-from . import __version__, lifecycle_commands
+from . import __version__, audit_report, lifecycle_commands
 from .cli_support import StoreAction, UsageError, print_table
 from .config import Config, ConfigError, load_config, parse_listen
 from .embedded_redis import EmbeddedRedisError, ensure_embedded_redis
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     lifecycle_commands.add_parsers(commands)
+    audit_report.add_parsers(commands)
 
     rules = commands.add_parser("rules", help="URL rules: allow-list entries and path rules").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -171,7 +172,7 @@ def categories_add(args: argparse.Namespace, config: Config) -> StoreAction:
         if host is None:
             raise UsageError(f"{text!r} is not a host name or IP address")
         hosts.append(host)
-    return lambda store: report_added(store, category, hosts)
+    return lambda store: report_added(store, category, hosts, args.actor, "categories-add")
 
 
 def categories_load(args: argparse.Namespace, config: Config) -> StoreAction:
@@ -185,11 +186,11 @@ def categories_load(args: argparse.Namespace, config: Config) -> StoreAction:
         raise UsageError(f"{args.file}: not UTF-8 text") from None
     except ListError as error:
         raise UsageError(f"{args.file}: {error}") from None
-    return lambda store: report_added(store, category, hosts)
+    return lambda store: report_added(store, category, hosts, args.actor, "categories-load")
 
 
-async def report_added(store: PolicyStore, category: str, hosts: list[str]) -> int:
-    added = await store.add_hosts(category, hosts)
+async def report_added(store: PolicyStore, category: str, hosts: list[str], actor: str, action: str) -> int:
+    added = await store.add_hosts(category, hosts, actor=actor, action=action)
     print(f"{category}: {added} added, {len(hosts) - added} already listed")
     return 0
 
@@ -275,7 +276,7 @@ def rules_allow(args: argparse.Namespace, config: Config) -> StoreAction:
     host, path = _rule_target(args)
 
     async def action(store: PolicyStore) -> int:
-        rule = await store.add_rule("allow", host, path, None, args.note.strip())
+        rule = await store.add_rule("allow", host, path, None, args.note.strip(), actor=args.actor)
         print(rule.id)
         return 0
 
@@ -287,7 +288,7 @@ def rules_category(args: argparse.Namespace, config: Config) -> StoreAction:
     category = checked_category(args.category)
 
     async def action(store: PolicyStore) -> int:
-        rule = await store.add_rule("category", host, path, category, args.note.strip())
+        rule = await store.add_rule("category", host, path, category, args.note.strip(), actor=args.actor)
         print(rule.id)
         return 0
 
@@ -306,7 +307,7 @@ def rules_list(args: argparse.Namespace, config: Config) -> StoreAction:
 
 def rules_remove(args: argparse.Namespace, config: Config) -> StoreAction:
     async def action(store: PolicyStore) -> int:
-        await store.remove_rule(args.id)
+        await store.remove_rule(args.id, actor=args.actor)
         print(f"{args.id} removed")
         return 0
 
@@ -320,6 +321,7 @@ HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], St
     ("categories", "stats"): categories_stats,
     ("categories", "import"): categories_import,
     **lifecycle_commands.HANDLERS,
+    **audit_report.HANDLERS,
     ("rules", "allow"): rules_allow,
     ("rules", "category"): rules_category,
     ("rules", "list"): rules_list,

@@ -111,7 +111,9 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
                 target: _announce(display, target, report.batches(target, IMPORT_BATCH)) for target in report.targets
             }
             try:
-                result = await store.import_categories(sources, replace=args.replace, progress=advance)
+                result = await store.import_categories(
+                    sources, replace=args.replace, progress=advance, actor=args.actor
+                )
             except SourceError as error:
                 raise _usage(str(error)) from None
         elapsed = time.perf_counter() - started

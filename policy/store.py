@@ -89,6 +89,7 @@ return version
 # just before the switch still finds its entries (never an empty category).
 RETIRED_TTL_S = 300
 AUDIT_MAXLEN = 1_000_000
+AUDIT_HOSTS = 20  # hosts named in a `categories add/load` audit entry (the counts are always there)
 
 ADD_BATCH = 1000
 IMPORT_BATCH = 5000
@@ -205,21 +206,36 @@ class PolicyStore:
 
     # ---- categories -----------------------------------------------------------------------
 
-    async def add_hosts(self, category: str, hosts: Sequence[str]) -> int:
-        """Add entries to a category's live generation; returns how many were new."""
+    async def add_hosts(
+        self, category: str, hosts: Sequence[str], actor: str = "clearance", action: str = "categories-add"
+    ) -> int:
+        """Add entries to a category's live generation; returns how many were new. One audit entry per call."""
         added = 0
+        before = await self._live_size(category)
         keys = [self.key("categories"), self.key("gen", "seq"), *self._bump_keys()]
         for start in range(0, len(hosts), ADD_BATCH):
             batch = list(hosts[start : start + ADD_BATCH])
             message = json.dumps({"kind": "hosts", "category": category, "hosts": batch})
             added += int(await self._add_hosts(keys=keys, args=[self.prefix, category, message, *batch]))
+        after = {
+            "entries": await self._live_size(category),
+            "added": added,
+            "submitted": len(hosts),
+            "hosts": list(hosts[:AUDIT_HOSTS]),  # the first few: the entry stays small for a big list file
+        }
+        await self.audit(actor, action, category, {"entries": before}, after)
         return added
+
+    async def _live_size(self, category: str) -> int:
+        generation = await self.client.hget(self.key("categories"), category)
+        return int(await self.client.scard(self.key("cat", category, str(generation)))) if generation else 0
 
     async def import_categories(
         self,
         sources: Mapping[str, Iterable[Sequence[str]]],
         replace: bool,
         progress: Callable[[int], None] | None = None,
+        actor: str = "clearance",
     ) -> ImportResult:
         """Stage each category's new generation beside the live one, then switch all of them in one step.
 
@@ -227,6 +243,7 @@ class PolicyStore:
         fails before the switch, the staged sets are deleted and the live lists are untouched.
         """
         live = await self.generations()
+        before = await self._sizes({category: live[category] for category in sources if category in live})
         staged: dict[str, str] = {}
         try:
             for category, batches in sources.items():
@@ -272,6 +289,13 @@ class PolicyStore:
                     pipe.expire(self.key("cat", category, live[category]), RETIRED_TTL_S)
             await pipe.execute()
         sizes = await self._sizes(staged)
+        await self.audit(
+            actor,
+            "categories-import",
+            ", ".join(sizes),
+            {"entries": {category: before.get(category, 0) for category in sizes}},
+            {"entries": sizes, "mode": "replace" if replace else "merge", "version": version},
+        )
         return ImportResult(entries=sizes, version=version)
 
     async def _sizes(self, generations: Mapping[str, str]) -> dict[str, int]:
@@ -321,8 +345,11 @@ class PolicyStore:
             pipe.hset(self.key("approvals"), mapping=records)
             numbers = [int(approval.id.lstrip("A") or 0) for approval, _ in changes]
             self._raise_seq(pipe, max(numbers))
+            quiet = len(changes) > 10  # a bulk import logs one summary line, the stream still gets every entry
             for approval, before in changes:
-                self._audit(pipe, actor, action, approval.id, approval.department, before, approval)
+                self._audit(pipe, actor, action, approval.id, approval.department, before, approval, log=not quiet)
+            if quiet:
+                audit_log.info("audit", actor=actor, action=action, target=f"{len(changes)} approvals")
             pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), message)
             await pipe.execute()
 
@@ -447,6 +474,7 @@ class PolicyStore:
         department: str | None,
         before: Approval | Mapping[str, Any] | None,
         after: Approval | Mapping[str, Any] | None,
+        log: bool = True,
     ) -> None:
         def render(value: Approval | Mapping[str, Any] | None) -> str:
             if value is None:
@@ -455,7 +483,8 @@ class PolicyStore:
                 return value.to_json()
             return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
-        audit_log.info("audit", actor=actor, action=action, target=target, department=department or None)
+        if log:
+            audit_log.info("audit", actor=actor, action=action, target=target, department=department or None)
         pipe.xadd(
             self.key("audit"),
             {
@@ -487,23 +516,32 @@ class PolicyStore:
     # ---- rules ----------------------------------------------------------------------------
 
     async def add_rule(
-        self, kind: RuleKind, host: str, path_prefix: str = "/", category: str | None = None, note: str = ""
+        self,
+        kind: RuleKind,
+        host: str,
+        path_prefix: str = "/",
+        category: str | None = None,
+        note: str = "",
+        actor: str = "clearance",
     ) -> Rule:
         number = await self.client.incr(self.key("rule", "seq"))
         rule = Rule(id=f"R{number}", kind=kind, host=host, path_prefix=path_prefix, category=category, note=note)
         await self._load_scripts()
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self.key("rules"), rule.id, rule.to_json())
+            self._audit(pipe, actor, "rule-add", rule.id, None, None, json.loads(rule.to_json()))
             pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), json.dumps({"kind": "rules"}))
             await pipe.execute()
         return rule
 
-    async def remove_rule(self, rule_id: str) -> None:
-        if not await self.client.hexists(self.key("rules"), rule_id):
+    async def remove_rule(self, rule_id: str, actor: str = "clearance") -> None:
+        text = await self.client.hget(self.key("rules"), rule_id)
+        if not text:
             raise StoreError(f"no rule with id {rule_id!r}")
         await self._load_scripts()
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hdel(self.key("rules"), rule_id)
+            self._audit(pipe, actor, "rule-remove", rule_id, None, json.loads(text), None)
             pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), json.dumps({"kind": "rules"}))
             await pipe.execute()
 

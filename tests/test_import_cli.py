@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
 import subprocess
@@ -74,7 +75,8 @@ def test_ut1_tree_imports_with_the_default_mapping(cli: CLI, tmp_path: Path, syn
     tree = ut1_tree(tmp_path)
     result = cli("categories", "import", str(tree))
     out = result.stdout
-    assert result.stderr == ""  # not a terminal: no progress bars
+    # Not a terminal: no progress bars; only the audit line every change logs (JSON logs in the test config).
+    assert [json.loads(line)["action"] for line in result.stderr.splitlines()] == ["categories-import"]
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:4]}
     assert rows["webmail"][:4] == ["webmail", "4", "0", "4"]  # entries, before, read
     assert rows["webmail"][4:] == ["webmail", "(alias", "courrier)"]

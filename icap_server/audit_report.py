@@ -1,0 +1,351 @@
+"""`clearance audit` (the audit trail) and `clearance report` (what each department head should look at).
+
+Both read the store and hand plain values to `policy.report`; this module only parses options and renders:
+rich tables on a terminal, plain aligned text when piped, or CSV / JSON on request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from policy.report import (
+    NO_DEPARTMENT,
+    SECTION_TITLES,
+    SECTIONS,
+    DepartmentReport,
+    Listed,
+    Report,
+    build_report,
+    change_summary,
+    parse_side,
+)
+from policy.store import PolicyStore
+
+from .cli_support import StoreAction, UsageError, print_table
+from .config import Config
+
+FORMATS = ("table", "csv", "json")
+REPORT_DEFAULT_DAYS = 30
+
+
+def add_parsers(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="the audit trail: who changed what, when, before and after")
+    audit.add_argument("--since", metavar="YYYY-MM-DD", help="entries from this day on (local time)")
+    audit.add_argument("--department", help="entries for approvals of this department ('-': entries with none)")
+    audit.add_argument(
+        "--action",
+        dest="only_action",
+        metavar="ACTION",
+        help="only this action, e.g. grant, revoke, review-keep; a prefix before '-' matches all: review, rule",
+    )
+    audit.add_argument("--format", choices=FORMATS, default="table", help="default: table")
+
+    report = commands.add_parser("report", help="per department: active, expiring, overdue, unused, revoked")
+    report.add_argument("--department", help="only this department ('-': approvals with none)")
+    report.add_argument(
+        "--since", metavar="YYYY-MM-DD", help=f"revocations from this day on (default: {REPORT_DEFAULT_DAYS} days ago)"
+    )
+    report.add_argument("--format", choices=FORMATS, default="table", help="default: table")
+
+
+def _since(text: str | None, zone: ZoneInfo) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--since: expected a date as YYYY-MM-DD, got {text!r}") from None
+    return datetime.combine(day, datetime.min.time(), tzinfo=zone)
+
+
+def _console() -> Console | None:
+    """rich on a terminal; None means plain aligned text."""
+    return Console() if sys.stdout.isatty() else None
+
+
+def _local(moment: datetime | None, zone: ZoneInfo, form: str = "%Y-%m-%d %H:%M") -> str:
+    return moment.astimezone(zone).strftime(form) if moment else "-"
+
+
+def _iso(moment: datetime | None, zone: ZoneInfo) -> str | None:
+    return moment.astimezone(zone).isoformat() if moment else None
+
+
+def _rich_table(rows: Sequence[Sequence[str]], title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for header in rows[0]:
+        table.add_column(header)
+    for row in rows[1:]:
+        table.add_row(*(Text(cell) for cell in row))  # Text: a `[` in a justification is not markup
+    return table
+
+
+def _write_csv(rows: Sequence[Sequence[Any]]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerows(rows)
+
+
+# ---- audit ------------------------------------------------------------------------------------
+
+
+AUDIT_COLUMNS = ("time", "actor", "action", "target", "department", "change")
+
+
+def audit(args: argparse.Namespace, config: Config) -> StoreAction:
+    zone = ZoneInfo(config.policy.timezone)
+    since = _since(args.since, zone)
+
+    def wanted(entry: dict[str, str]) -> bool:
+        if args.department is not None and entry.get("department", "") != (
+            "" if args.department == NO_DEPARTMENT else args.department
+        ):
+            return False
+        action = entry.get("action", "")
+        return args.only_action is None or action == args.only_action or action.startswith(args.only_action + "-")
+
+    async def action(store: PolicyStore) -> int:
+        entries = [entry for entry in await store.read_audit(since) if wanted(entry)]
+        render_audit(entries, zone, args.format, _console() if args.format == "table" else None)
+        return 0
+
+    return action
+
+
+def audit_records(entries: Sequence[dict[str, str]], zone: ZoneInfo) -> list[dict[str, Any]]:
+    """The entries as the JSON output lists them: local time, the change summary, before and after in full."""
+    records = []
+    for entry in entries:
+        before, after = parse_side(entry.get("before", "")), parse_side(entry.get("after", ""))
+        action = entry.get("action", "")
+        at = datetime.fromisoformat(entry["at"]) if entry.get("at") else None
+        records.append(
+            {
+                "id": entry.get("id"),
+                "time": _iso(at, zone),
+                "actor": entry.get("actor", ""),
+                "action": action,
+                "target": entry.get("target", ""),
+                "department": entry.get("department") or None,
+                "change": change_summary(action, before, after, zone),
+                "before": before,
+                "after": after,
+            }
+        )
+    return records
+
+
+def render_audit(entries: Sequence[dict[str, str]], zone: ZoneInfo, form: str, console: Console | None) -> None:
+    records = audit_records(entries, zone)
+    if form == "json":
+        print(json.dumps(records, ensure_ascii=False, indent=2))
+        return
+    if form == "csv":
+        rows: list[list[Any]] = [list(AUDIT_COLUMNS)]
+        rows += [[record[column] or "" for column in AUDIT_COLUMNS] for record in records]
+        _write_csv(rows)
+        return
+    table = [[column.upper() for column in AUDIT_COLUMNS]]
+    for record in records:
+        at = datetime.fromisoformat(record["time"]) if record["time"] else None
+        table.append(
+            [
+                _local(at, zone, "%Y-%m-%d %H:%M:%S"),
+                record["actor"],
+                record["action"],
+                record["target"],
+                record["department"] or "-",
+                record["change"],
+            ]
+        )
+    if console is not None:
+        console.print(_rich_table(table))
+    else:
+        print_table(table)
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def report(args: argparse.Namespace, config: Config) -> StoreAction:
+    zone = ZoneInfo(config.policy.timezone)
+    now = datetime.now(UTC)
+    default_since = datetime.combine(
+        now.astimezone(zone).date() - timedelta(days=REPORT_DEFAULT_DAYS), datetime.min.time(), tzinfo=zone
+    )
+    since = _since(args.since, zone) or default_since
+
+    async def action(store: PolicyStore) -> int:
+        result = build_report(
+            await store.all_approvals(),
+            await store.usage(),
+            now,
+            since,
+            config.approvals.on_review_overdue,
+            args.department,
+        )
+        render_report(result, zone, args.format, _console() if args.format == "table" else None)
+        return 0
+
+    return action
+
+
+CSV_COLUMNS = (
+    "department",
+    "section",
+    "id",
+    "subject_kind",
+    "subject",
+    "scope",
+    "state",
+    "approver",
+    "valid_from",
+    "valid_until",
+    "review_due",
+    "uses",
+    "last_used",
+    "revoked_at",
+    "revoked_by",
+)
+
+
+def listed_record(item: Listed, zone: ZoneInfo) -> dict[str, Any]:
+    approval = item.approval
+    return {
+        "id": approval.id,
+        "subject_kind": str(approval.subject_kind),
+        "subject": approval.subject,
+        "scope": approval.scope(),
+        "state": str(item.state),
+        "approver": approval.approver,
+        "valid_from": _iso(approval.valid_from, zone),
+        "valid_until": _iso(approval.valid_until, zone),
+        "review_due": _iso(approval.review_due, zone),
+        "uses": item.uses,
+        "last_used": _iso(item.last_used, zone),
+        "revoked_at": _iso(approval.revoked_at, zone),
+        "revoked_by": approval.revoked_by,
+    }
+
+
+def report_record(result: Report, zone: ZoneInfo) -> dict[str, Any]:
+    """The report as JSON: per department, the five sections (active as counts per scope with their ids)."""
+    departments = []
+    for department in result.departments:
+        entry: dict[str, Any] = {
+            "department": department.department,
+            "active": [
+                {"scope": item.scope, "count": item.count, "ids": list(item.ids)}
+                for item in department.active_by_scope
+            ],
+        }
+        for name in SECTIONS[1:]:
+            entry[name] = [listed_record(item, zone) for item in department.section(name)]
+        departments.append(entry)
+    return {
+        "generated_at": _iso(result.now, zone),
+        "since": _iso(result.since, zone),
+        "departments": departments,
+    }
+
+
+def render_report(result: Report, zone: ZoneInfo, form: str, console: Console | None) -> None:
+    if form == "json":
+        print(json.dumps(report_record(result, zone), ensure_ascii=False, indent=2))
+        return
+    if form == "csv":
+        rows: list[list[Any]] = [list(CSV_COLUMNS)]
+        for department in result.departments:
+            for name in SECTIONS:
+                for item in department.section(name):
+                    record = {"department": department.department, "section": name, **listed_record(item, zone)}
+                    rows.append(["" if record[column] is None else record[column] for column in CSV_COLUMNS])
+        _write_csv(rows)
+        return
+    heading = (
+        f"Approval report at {_local(result.now, zone)} ({zone.key}); "
+        f"revocations since {_local(result.since, zone, '%Y-%m-%d')}"
+    )
+    if console is not None:
+        console.print(Text(heading, style="bold"))
+    else:
+        print(heading)
+    if not result.departments:
+        print("nothing to report")
+    for department in result.departments:
+        _render_department(department, zone, console)
+
+
+def section_rows(department: DepartmentReport, name: str, zone: ZoneInfo) -> list[list[str]]:
+    """The table of one section: a header row, then one row per scope (active) or per approval."""
+    if name == "active":
+        rows = [["SCOPE", "APPROVALS", "IDS"]]
+        rows += [[item.scope, str(item.count), " ".join(item.ids)] for item in department.active_by_scope]
+        return rows
+    extra: dict[str, tuple[list[str], Callable[[Listed], list[str]]]] = {
+        "expiring": (
+            ["LAST DAY", "APPROVER"],
+            lambda item: [_local(item.approval.valid_until - timedelta(seconds=1), zone), item.approval.approver],
+        ),
+        "review_overdue": (
+            ["REVIEW DUE", "APPROVER"],
+            lambda item: [_local(item.approval.review_due, zone), item.approval.approver],
+        ),
+        "unused": (
+            ["USES", "LAST USED", "VALID FROM"],
+            lambda item: [str(item.uses), _local(item.last_used, zone), _local(item.approval.valid_from, zone)],
+        ),
+        "revoked": (
+            ["REVOKED", "BY", "REASON"],
+            lambda item: [
+                _local(item.approval.revoked_at, zone),
+                item.approval.revoked_by or "-",
+                item.approval.revoke_reason or "-",
+            ],
+        ),
+    }
+    headers, cells = extra[name]
+    rows = [["ID", "SUBJECT", "SCOPE", "STATE", *headers]]
+    for item in department.section(name):
+        approval = item.approval
+        subject = f"{approval.subject_kind} {approval.subject}"
+        rows.append([approval.id, subject, approval.scope(), str(item.state), *cells(item)])
+    return rows
+
+
+def _render_department(department: DepartmentReport, zone: ZoneInfo, console: Console | None) -> None:
+    title = f"Department {department.department}"
+    if console is not None:
+        console.rule(Text(title, style="bold"))
+    else:
+        print(f"\n== {title} ==")
+    for name in SECTIONS:
+        rows = section_rows(department, name, zone)
+        label = SECTION_TITLES[name]
+        if len(rows) == 1:
+            if console is not None:
+                console.print(Text(f"{label}: none", style="dim"))
+            else:
+                print(f"\n{label}: none")
+            continue
+        if console is not None:
+            console.print(_rich_table(rows, label))
+        else:
+            print(f"\n{label}:")
+            print_table(rows)
+
+
+HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], StoreAction]] = {
+    ("audit", None): audit,
+    ("report", None): report,
+}
