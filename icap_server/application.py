@@ -84,6 +84,16 @@ class FixedPolicy:
         return self.state.version
 
 
+@dataclass(frozen=True, slots=True)
+class PortalLink:
+    """Where block pages send access requests, and the secret that signs their tokens (set by serve)."""
+
+    base_url: str
+    secret: str
+    token_ttl_s: int
+    max_days: int
+
+
 class Application:
     def __init__(self, config: Config, policy: PolicySource) -> None:
         self.config = config
@@ -92,6 +102,7 @@ class Application:
         self.timezone = ZoneInfo(config.policy.timezone)
         self.on_review_overdue = config.approvals.on_review_overdue
         self.usage = UsageRecorder()
+        self.portal: PortalLink | None = None
 
     @property
     def istag(self) -> str:

@@ -84,6 +84,17 @@ class ExemptionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PortalConfig:
+    """The self-service access-request portal (an HTTP listener in the same program)."""
+
+    listen: str | None = None  # HOST:PORT; unset: no portal, block pages carry no request form
+    public_url: str | None = None  # how browsers reach it (default: http://LISTEN)
+    token_ttl_minutes: int = 30
+    secret: str | None = None  # signs request tokens; unset: generated once and kept in Redis
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -111,6 +122,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     exemptions: tuple[ExemptionConfig, ...] = ()
+    portal: PortalConfig = field(default_factory=PortalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # `import` is a Python keyword: the YAML key is `import`, the attribute `import_`.
     import_: ImportConfig = field(default_factory=ImportConfig, metadata={"key": "import"})
@@ -176,6 +188,13 @@ def _check(config: Config) -> None:
             ipaddress.ip_network(item.network, strict=False)
         except ValueError:
             raise ConfigError(f"exemptions[{index}].network: not a network in CIDR form: {item.network!r}") from None
+    if config.portal.listen is not None:
+        try:
+            parse_listen(config.portal.listen)
+        except ValueError as error:
+            raise ConfigError(f"portal.listen: {error}") from None
+    if config.portal.token_ttl_minutes < 1:
+        raise ConfigError("portal.token_ttl_minutes: must be at least 1")
     approvals = config.approvals
     for name in ("max_validity_days", "review_interval_days"):
         if getattr(approvals, name) < 1:
