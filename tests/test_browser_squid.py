@@ -1,0 +1,101 @@
+"""Staff's view: headless Chromium, through a real Squid that uses Clearance, meets the block page.
+
+The restricted host is a made-up one: Chromium upgrades http:// to https:// for HSTS-preloaded names such as
+mail.google.com before the proxy is even asked, and a CONNECT cannot show a page without TLS interception.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clearance_env
+from tests.support.icap_client import wait_until_synced
+from tests.support.net import free_port, wait_for_port
+from tests.support.origin import OriginServer
+from tests.support.playwright_browser import chromium_page
+from tests.support.redis_server import running_redis
+from tests.support.requirements import require_program
+from tests.support.squid import SquidProxy
+
+pytestmark = [pytest.mark.squid, pytest.mark.browser]
+
+SCREENSHOTS = Path(os.environ.get("CLEARANCE_SCREENSHOT_DIR", "test-artifacts"))
+CONFIG = (
+    "organisation:\n  name_en: Innovation and Technology Bureau\n  name_zh: 創新科技及工業局\n"
+    "policy:\n  load_default_lists: false\n"
+    "approvals:\n  require_department_head: false\n  min_justification_chars: 0\n"
+    "logging:\n  format: json\n"
+)
+
+
+@dataclass
+class BrowserStack:
+    redis_url: str
+    env: dict[str, str]
+    icap_port: int
+    origin: OriginServer
+    squid: SquidProxy
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "icap_server", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        wait_until_synced(self.icap_port, self.redis_url)
+        return result.stdout
+
+    def url(self, host: str, path: str = "/") -> str:
+        return f"http://{host}:{self.origin.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
+    require_program("squid")
+    require_program("chromium")
+    base = tmp_path_factory.mktemp("browser")
+    config = base / "clearance.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    with running_redis(base / "redis") as redis_url:
+        env = clearance_env(redis_url, config)
+        port = free_port()
+        with (base / "serve.log").open("w") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}", "--workers", "1"],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for_port(port)
+            with OriginServer() as origin, SquidProxy(port, ["mail.personal-mail.example", "example.org"], base / "squid") as squid:
+                built = BrowserStack(redis_url, env, port, origin, squid)
+                built.cli("categories", "add", "webmail", "mail.personal-mail.example")
+                yield built
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(("locale", "heading"), [("en-GB", "Access to this site is blocked"), ("zh-HK", "此網站已被封鎖")])
+def test_restricted_site_shows_the_block_page_in_the_browser(stack: BrowserStack, locale: str, heading: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with chromium_page(stack.squid.url, user="alice", locale=locale) as page:
+        response = page.goto(stack.url("mail.personal-mail.example", "/mail/u/0/"))
+        assert response is not None and response.status == 403
+        assert heading in page.inner_text("body")
+        assert "mail.personal-mail.example" in page.inner_text("body")
+        page.screenshot(path=str(SCREENSHOTS / f"block-page-{locale}.png"), full_page=True)
+        # The origin never saw it.
+        assert not [r for r in stack.origin.requests if r.host.startswith("mail.personal-mail.example")]
+
+
+def test_an_ordinary_site_loads_in_the_browser(stack: BrowserStack) -> None:
+    with chromium_page(stack.squid.url, user="alice") as page:
+        response = page.goto(stack.url("example.org", "/hello"))
+        assert response is not None and response.status == 200
+        assert "origin-ok" in page.inner_text("body")
