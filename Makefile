@@ -21,11 +21,12 @@ $(BIN)/.installed: pyproject.toml setup.py
 run: venv
 	$(BIN)/clearance serve $(if $(LISTEN),--listen $(LISTEN))
 
-# Squid, c-icap-client, curl and headless Chromium (with CJK fonts for the block page) are real peers in the
-# tests; as root, install them if missing.
+# Squid (the TLS-capable build, for the ssl-bump test), c-icap-client, curl and headless Chromium (with CJK
+# fonts for the block page) are real peers in the tests; as root, install them if missing.
 test-deps:
 	@missing=""; \
-	command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || missing="$$missing squid"; \
+	{ /usr/sbin/squid -v 2>/dev/null || squid -v 2>/dev/null; } | grep -q -- '--with-openssl' || missing="$$missing squid-openssl"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v c-icap-client >/dev/null 2>&1 || missing="$$missing c-icap"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
