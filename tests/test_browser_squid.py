@@ -68,11 +68,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
         with (base / "serve.log").open("w") as log:
             server = subprocess.Popen(
                 [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}", "--workers", "1"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         try:
             wait_for_port(port)
-            with OriginServer() as origin, SquidProxy(port, ["mail.personal-mail.example", "example.org"], base / "squid") as squid:
+            with (
+                OriginServer() as origin,
+                SquidProxy(port, ["mail.personal-mail.example", "example.org"], base / "squid") as squid,
+            ):
                 built = BrowserStack(redis_url, env, port, origin, squid)
                 built.cli("categories", "add", "webmail", "mail.personal-mail.example")
                 yield built
@@ -81,7 +86,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
             server.wait(timeout=10)
 
 
-@pytest.mark.parametrize(("locale", "heading"), [("en-GB", "Access to this site is blocked"), ("zh-HK", "此網站已被封鎖")])
+@pytest.mark.parametrize(
+    ("locale", "heading"), [("en-GB", "Access to this site is blocked"), ("zh-HK", "此網站已被封鎖")]
+)
 def test_restricted_site_shows_the_block_page_in_the_browser(stack: BrowserStack, locale: str, heading: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with chromium_page(stack.squid.url, user="alice", locale=locale) as page:
