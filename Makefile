@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?=
 
-.PHONY: run test test-deps lint venv clean
+.PHONY: run test test-deps lint venv clean messages
 
 venv: $(BIN)/.installed
 
@@ -37,6 +37,13 @@ test-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing (sudo apt-get install$$missing); those tests will skip" >&2; fi; \
 	fi
+
+# Block-page messages: extract them from blockpages/ and merge them into the zh_HK catalog (read at start-up;
+# there is no compiled .mo to rebuild). Then translate the new entries in messages.po.
+messages: venv
+	mkdir -p build
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k alt --no-location --omit-header -o build/messages.pot .
+	$(BIN)/pybabel update -i build/messages.pot -d blockpages/locale -l zh_HK --ignore-obsolete
 
 lint: venv
 	$(BIN)/ruff check .

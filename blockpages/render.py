@@ -1,85 +1,418 @@
-"""Block pages: what staff see when a request is stopped, in English and Traditional Chinese.
+"""Block pages: what staff see when a request is stopped, in English or Traditional Chinese, as HTML, JSON or text.
 
-Rendering is separate from the ICAP layer so the page can be previewed and tested on its own; everything
-reflected from the request (host, user, path) goes through Jinja2's autoescaping.
+Rendering is separate from the ICAP layer so pages can be previewed and tested on their own. Everything
+reflected from the request (host, path, user) goes through Jinja2's autoescaping (HTML) or JSON encoding, and
+the page needs nothing from outside itself: the logo is inlined as a data: URI, styles are inline, and there is
+no script, so the Content-Security-Policy sent with it can forbid everything else.
+
+Templates: `block.html` and `block.txt`, looked up first in `blockpages.template_dir` (the admins' own), then
+among the built-in ones. `Renderer` compiles every template and renders each page template with sample facts
+for every reason and language when it is made, so a broken template stops `clearance serve` at start-up with
+the template's name and line, instead of breaking pages at request time.
+
+Messages are gettext catalogs (`locale/zh_HK/LC_MESSAGES/messages.po`); the English text is the message id.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
+import json
+import re
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
 
 import jinja2
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
 
-CATEGORY_LABELS: dict[str, tuple[str, str]] = {
-    "webmail": ("Personal webmail", "個人網上電郵"),
-    "cloud-storage": ("Public cloud storage", "公共雲端儲存"),
-    "web-im": ("Web instant messaging", "網頁版即時通訊"),
+from icap_server.config import Config, ConfigError
+
+from .negotiate import LANGUAGES, Format, Language
+
+LOGO_MAX_BYTES = 128 * 1024
+DISPLAY_CHARS = 80  # host and path longer than this are shortened on the page (in full in JSON)
+JSON_PATH_CHARS = 2000
+PAGE_TEMPLATES = {"html": "block.html", "text": "block.txt"}
+TEMPLATE_SUFFIXES = (".html", ".htm", ".txt")
+REQUESTABLE = frozenset({"no-approval", "approval-expired", "approval-revoked", "approval-suspended"})
+
+
+class BlockPageError(ConfigError):
+    """A block-page template or branding file that cannot be used; one line, naming the file (and line)."""
+
+
+def N_(message: str) -> str:
+    """Marks a message for extraction (`pybabel extract -k N_`); translated where it is shown."""
+    return message
+
+
+HEADING = N_("Access to this site is blocked")
+
+CATEGORY_LABELS: dict[str, str] = {
+    "webmail": N_("personal webmail"),
+    "cloud-storage": N_("public cloud storage"),
+    "web-im": N_("web instant messaging"),
 }
 
-REASON_TEXT: dict[str, tuple[str, str]] = {
-    "no-approval": (
-        "You have no approval to use this kind of service from an office computer.",
-        "你未獲批准在辦公室電腦使用此類服務。",
+# What happened, one distinct plain-language message per reason. %(category)s is the category's label.
+REASON_MESSAGES: dict[str, str] = {
+    "no-approval": N_(
+        "You have no approval to use %(category)s. Such services are open only to staff whose head of "
+        "department has approved them for a genuine business need."
     ),
-    "approval-expired": (
-        "Your approval for this kind of service has expired.",
-        "你使用此類服務的批准已經到期。",
+    "approval-expired": N_(
+        "Your approval to use %(category)s has expired. If you still need it, ask for a new approval."
     ),
-    "approval-suspended": (
-        "Your approval for this kind of service is suspended until your department head reviews it.",
-        "你使用此類服務的批准已暫停，須待部門主管覆核。",
+    "approval-revoked": N_(
+        "Your approval to use %(category)s has been revoked, so access has stopped. Ask the head of your "
+        "department if you think this is a mistake."
     ),
-    "approval-revoked": (
-        "Your approval for this kind of service has been revoked.",
-        "你使用此類服務的批准已被撤銷。",
+    "approval-suspended": N_(
+        "Your approval to use %(category)s is on hold because its regular review is overdue. It works again "
+        "as soon as the head of your department has reviewed it."
+    ),
+    "not-permitted": N_(
+        "The use of %(category)s is not permitted on this network at all, and no approval can open it."
+    ),
+    "policy-unavailable": N_(
+        "The web filter cannot check approvals at the moment, so it blocks every site until it can. This is "
+        "not about you or this site: please try again in a few minutes."
+    ),
+}
+UNKNOWN_REASON = N_("The web filter blocked this request.")
+UNKNOWN_CATEGORY = N_("this service")
+
+# What to do about it, for the reasons where the organisation's own how-to-request text does not fit.
+ADVICE: dict[str, str] = {
+    "approval-suspended": N_("Ask the head of your department to review your approval."),
+    "not-permitted": N_(
+        "If your work really depends on it, speak to the IT security team and quote the reference on this page."
+    ),
+    "policy-unavailable": N_(
+        "If this lasts more than a few minutes, contact us and quote the reference on this page."
     ),
 }
 
 
 @dataclass(frozen=True, slots=True)
-class BlockPage:
-    """The facts a block page shows; all plain text, escaped at render time."""
+class BlockFacts:
+    """What is known about the blocked request; plain text, escaped at render time."""
 
-    organisation_en: str
-    organisation_zh: str
     host: str
-    category: str
+    path: str
+    category: str | None
     user: str | None
+    client_ip: str | None
     reason: str
     reference: str
-    time: datetime
-    how_to_request_en: str
-    how_to_request_zh: str
-    contact: str
+    time: datetime  # aware, in the time zone the page shows
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("blockpages", "templates"),
-        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-        undefined=jinja2.StrictUndefined,
-        auto_reload=False,  # templates do not change under a running server; no stat() per block
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+@dataclass(frozen=True, slots=True)
+class RequestForm:
+    """The "Request access" form: where it posts, the signed token, and the longest validity on offer."""
+
+    action: str  # absolute URL of the portal's POST /request
+    token: str
+    max_days: int
+    min_chars: int = 0
+
+    @property
+    def default_days(self) -> int:
+        return min(30, self.max_days)
+
+    @property
+    def link(self) -> str:
+        """The same request as a link (the portal's GET /request shows the form for a token)."""
+        return f"{self.action}?token={quote(self.token, safe='')}"
+
+    @property
+    def origin(self) -> str:
+        parts = urlsplit(self.action)
+        return f"{parts.scheme}://{parts.netloc}"
 
 
-def render_block_page(page: BlockPage) -> bytes:
-    label_en, label_zh = CATEGORY_LABELS.get(page.category, (page.category, page.category))
-    reason_en, reason_zh = REASON_TEXT.get(page.reason, (page.reason, page.reason))
-    html = (
-        _environment()
-        .get_template("block.html")
-        .render(
-            page=page,
-            category_en=label_en,
-            category_zh=label_zh,
-            reason_en=reason_en,
-            reason_zh=reason_zh,
-            time_text=page.time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    body: bytes
+    content_type: str
+    language: Language
+    headers: tuple[tuple[str, str], ...]  # Content-Security-Policy, Content-Language, Vary
+
+
+# ---- catalogs ---------------------------------------------------------------------------------------------
+
+
+def load_translations() -> dict[Language, NullTranslations]:
+    """English is the message ids; Chinese is read from the .po at start (no compiled .mo to keep in step)."""
+    source = resources.files("blockpages") / "locale" / "zh_HK" / "LC_MESSAGES" / "messages.po"
+    with source.open("rb") as handle:
+        catalog = read_po(handle, locale="zh_HK")
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)  # fuzzy entries are left out, as msgfmt does
+    compiled.seek(0)
+    return {"en": NullTranslations(), "zh-HK": Translations(fp=compiled, domain="messages")}
+
+
+def _translator(translations: NullTranslations) -> Callable[..., str]:
+    def translate(message: str, **values: object) -> str:
+        text = translations.gettext(message)
+        return text % values if values else text
+
+    return translate
+
+
+# ---- branding -----------------------------------------------------------------------------------------------
+
+
+def logo_data_uri(path: str) -> str:
+    """The logo file as a data: URI; PNG, JPEG or SVG by content, at most LOGO_MAX_BYTES."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise BlockPageError(f"blockpages.logo: {path}: cannot read it: {error.strerror or error}") from None
+    if len(data) > LOGO_MAX_BYTES:
+        raise BlockPageError(
+            f"blockpages.logo: {path} is {len(data)} bytes; a logo may be at most {LOGO_MAX_BYTES} bytes "
+            "(it is sent inside every block page)"
         )
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        media = "image/png"
+    elif data.startswith(b"\xff\xd8\xff"):
+        media = "image/jpeg"
+    elif b"<svg" in data[:4096]:
+        media = "image/svg+xml"  # in an <img>, an SVG's own scripts never run
+    else:
+        raise BlockPageError(f"blockpages.logo: {path} is not a PNG, JPEG or SVG image")
+    return f"data:{media};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+# ---- rendering ----------------------------------------------------------------------------------------------
+
+
+def shorten(text: str, limit: int = DISPLAY_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """No control characters from the request in a page (they would garble text/plain and logs)."""
+    return _CONTROL.sub("\ufffd", text)
+
+
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+
+
+def content_security_policy(html: str, form: RequestForm | None) -> str:
+    """Nothing but this page's own inline styles (by hash), data: images, and a form posting to the portal."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(style.encode()).digest()).decode() + "'"
+        for style in dict.fromkeys(_STYLE.findall(html))
     )
-    return html.encode("utf-8")
+    form_action = form.origin if form is not None and _ORIGIN.fullmatch(form.origin) else "'none'"
+    styles = hashes or "'none'"
+    return (
+        f"default-src 'none'; img-src data:; style-src {styles}; form-action {form_action}; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
+class Renderer:
+    """Block pages for one configuration; made once per process (Application), checked when made."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        pages = config.blockpages
+        self.zone = ZoneInfo(config.policy.timezone)
+        self.logo = logo_data_uri(pages.logo) if pages.logo else None
+        self.translations = load_translations()
+        self.translate = {language: _translator(self.translations[language]) for language in LANGUAGES}
+        loaders: list[jinja2.BaseLoader] = []
+        if pages.template_dir is not None:
+            if not Path(pages.template_dir).is_dir():
+                raise BlockPageError(f"blockpages.template_dir: {pages.template_dir} is not a directory")
+            loaders.append(jinja2.FileSystemLoader(pages.template_dir))
+        loaders.append(jinja2.PackageLoader("blockpages", "templates"))
+        loader = jinja2.ChoiceLoader(loaders)
+        self.environments = {language: self._environment(loader, language) for language in LANGUAGES}
+        self.check()
+
+    def _environment(self, loader: jinja2.BaseLoader, language: Language) -> jinja2.Environment:
+        environment = jinja2.Environment(
+            loader=loader,
+            autoescape=jinja2.select_autoescape(("html", "htm", "xml"), default_for_string=True, default=False),
+            undefined=jinja2.StrictUndefined,
+            auto_reload=False,  # templates do not change under a running server; no stat() per block
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=["jinja2.ext.i18n"],
+        )
+        environment.install_gettext_translations(self.translations[language], newstyle=True)  # type: ignore[attr-defined]
+        other = next(code for code in LANGUAGES if code != language)
+        environment.globals["alt"] = self.translate[other]  # the same message in the other language
+        return environment
+
+    # ---- the three formats ------------------------------------------------------------------------------------
+
+    def render(self, facts: BlockFacts, fmt: Format, language: Language, form: RequestForm | None) -> Rendered:
+        vary = ("Vary", "Accept, Accept-Language")
+        inert = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        if fmt == "json":
+            return Rendered(self.json(facts, form), "application/json; charset=utf-8", language, (inert, vary))
+        text = self.environments[language].get_template(PAGE_TEMPLATES[fmt]).render(self.context(facts, language, form))
+        if fmt == "html":
+            policy = ("Content-Security-Policy", content_security_policy(text, form))
+            headers = (policy, ("Content-Language", language), vary)
+            return Rendered(text.encode("utf-8"), "text/html; charset=utf-8", language, headers)
+        headers = (inert, ("Content-Language", language), vary)
+        return Rendered(text.encode("utf-8"), "text/plain; charset=utf-8", language, headers)
+
+    def message(self, facts: BlockFacts, language: Language) -> str:
+        template = REASON_MESSAGES.get(facts.reason, UNKNOWN_REASON)
+        return self.translate[language](template, category=self.category_label(facts.category, language))
+
+    def category_label(self, category: str | None, language: Language) -> str:
+        if category is None:
+            return self.translate[language](UNKNOWN_CATEGORY)
+        label = CATEGORY_LABELS.get(category)
+        return self.translate[language](label) if label else category
+
+    def json(self, facts: BlockFacts, form: RequestForm | None) -> bytes:
+        document = {
+            "blocked": True,
+            "reason": facts.reason,
+            "message": {language: self.message(facts, language) for language in LANGUAGES},
+            "host": facts.host,
+            "path": shorten(facts.path, JSON_PATH_CHARS),
+            "category": facts.category,
+            "user": facts.user,
+            "client_ip": facts.client_ip,
+            "reference": facts.reference,
+            "time": facts.time.isoformat(timespec="seconds"),
+            "request_url": form.link if form is not None else None,
+        }
+        # `<` escaped too, so the body is inert even if something ignored its Content-Type.
+        return json.dumps(document, ensure_ascii=False).replace("<", "\\u003c").encode("utf-8")
+
+    def context(self, facts: BlockFacts, language: Language, form: RequestForm | None) -> dict[str, Any]:
+        other: Language = "zh-HK" if language == "en" else "en"
+        translate, other_translate = self.translate[language], self.translate[other]
+        organisation = self.config.organisation
+        pages = self.config.blockpages
+        names = {"en": organisation.name_en, "zh-HK": organisation.name_zh}
+        how_to = {"en": organisation.how_to_request_en, "zh-HK": organisation.how_to_request_zh}
+        host, path, user = printable(facts.host), printable(facts.path), facts.user and printable(facts.user)
+        advice = ADVICE.get(facts.reason)
+        return {
+            "lang": language,
+            "other_lang": other,
+            "heading": translate(HEADING),
+            "heading_other": other_translate(HEADING),
+            "message": self.message(facts, language),
+            "message_other": self.message(facts, other),
+            "advice": translate(advice) if advice else how_to[language],
+            "requestable": facts.reason in REQUESTABLE,
+            "page": {
+                "host": host,
+                "host_short": shorten(host),
+                "path": path,
+                "path_short": shorten(path),
+                "category": facts.category,
+                "category_label": self.category_label(facts.category, language),
+                "category_label_other": self.category_label(facts.category, other),
+                "user": user,
+                "client_ip": facts.client_ip,
+                "reason": facts.reason,
+                "reference": facts.reference,
+                "time": facts.time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "time_iso": facts.time.isoformat(timespec="seconds"),
+            },
+            "org": {
+                "name": names[language],
+                "name_other": names[other],
+                "name_en": organisation.name_en,
+                "name_zh": organisation.name_zh,
+                "how_to_request": how_to[language],
+                "contact": organisation.contact,
+            },
+            "brand": {
+                "logo": self.logo,
+                "primary": pages.primary_colour,
+                "accent": pages.accent_colour,
+                "contact_email": pages.contact_email,
+                "contact_phone": pages.contact_phone,
+                "contact_url": pages.contact_url,
+                "policy_url": pages.policy_url,
+            },
+            "form": form,
+        }
+
+    # ---- start-up check ---------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Compile every template and render the page templates with sample facts; BlockPageError if one fails."""
+        for language, environment in self.environments.items():
+            names = [name for name in environment.list_templates() if name.endswith(TEMPLATE_SUFFIXES)]
+            for name in names:
+                try:
+                    environment.get_template(name)
+                except jinja2.TemplateSyntaxError as error:
+                    where = error.filename or error.name or name
+                    raise BlockPageError(
+                        f"block-page template {where}, line {error.lineno}: {error.message}"
+                    ) from None
+                except jinja2.TemplateError as error:
+                    raise BlockPageError(f"block-page template {name}: {error}") from None
+            filenames = {environment.get_template(name).filename or name for name in names}
+            for fmt, name in PAGE_TEMPLATES.items():
+                for facts, form in sample_facts(self.zone):
+                    try:
+                        self.render(facts, fmt, language, form)  # type: ignore[arg-type]
+                    except Exception as error:
+                        where, line = _template_frame(error, filenames, environment, name)
+                        raise BlockPageError(
+                            f"block-page template {where}, line {line}: {type(error).__name__}: {error} "
+                            f"(rendered with sample data: reason {facts.reason}, language {language})"
+                        ) from None
+
+
+def _template_frame(
+    error: BaseException, filenames: set[str], environment: jinja2.Environment, name: str
+) -> tuple[str, int | str]:
+    """The template file and line a render error came from (Jinja maps its frames to template lines)."""
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if frame.filename in filenames:
+            return frame.filename, frame.lineno or "?"
+    return environment.get_template(name).filename or name, "?"
+
+
+def sample_facts(zone: ZoneInfo) -> Iterator[tuple[BlockFacts, RequestForm | None]]:
+    """Every reason, signed in or not, with and without a request form: what templates must cope with."""
+    time = datetime(2026, 1, 1, 9, 0, tzinfo=zone)
+    form = RequestForm("https://portal.example/request", "sample.token", 180, 20)
+    for reason in REASON_MESSAGES:
+        category = None if reason == "policy-unavailable" else "webmail"
+        for user in ("sample.user", None):
+            facts = BlockFacts(
+                "mail.example.com", "/" + "long-path/" * 12, category, user, "10.0.0.1", reason, "0123456789ab", time
+            )
+            yield facts, form if reason in REQUESTABLE and user else None
+            yield facts, None
+
+
+def check_templates(config: Config) -> Renderer:
+    """What `clearance serve` calls before it starts: BlockPageError (a ConfigError) names what is wrong."""
+    return Renderer(config)

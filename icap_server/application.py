@@ -12,15 +12,18 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from blockpages.render import BlockPage, render_block_page
+from blockpages.negotiate import choose_format, choose_language
+from blockpages.render import REQUESTABLE, BlockFacts, Renderer, RequestForm
 from policy.decision import Action, Decision, Reason, judge
 from policy.hosts import request_host, request_path
 from policy.identity import Identity, identify
 from policy.state import PolicyState
+from policy.tokens import RequestClaim, sign
 
 from . import responses
 from .config import Config
 from .protocol import Request, Response
+from .sync import PolicyUnavailable
 from .usage import UsageRecorder
 
 SERVICES: dict[str, frozenset[str]] = {
@@ -63,6 +66,8 @@ class Verdict:
 
 NO_IDENTITY = Identity(user=None, client_ip=None)
 PASS_THROUGH = Decision(Action.PASS, Reason.NOT_RESTRICTED)
+# Fail closed: with no policy loaded nothing can be judged, so everything is blocked, with a page that says why.
+UNAVAILABLE = Decision(Action.BLOCK, Reason.POLICY_UNAVAILABLE)
 
 
 class PolicySource(Protocol):
@@ -99,17 +104,20 @@ class Application:
         self.config = config
         self.policy = policy
         self.restricted = frozenset(config.policy.restricted_categories)
+        self.forbidden = frozenset(config.policy.forbidden_categories)
         self.timezone = ZoneInfo(config.policy.timezone)
         self.on_review_overdue = config.approvals.on_review_overdue
         self.usage = UsageRecorder()
         self.portal: PortalLink | None = None
+        # Compiles the block-page templates and renders each with sample facts: a broken one fails here.
+        self.pages = Renderer(config)
 
     @property
     def istag(self) -> str:
         return responses.istag(self.policy.version)
 
     def evaluate(self, request: Request, now: datetime) -> Verdict:
-        """Route and judge a request from in-memory policy; raises PolicyUnavailable before the first load."""
+        """Route and judge a request from in-memory policy; before the first load, block (policy-unavailable)."""
         methods = SERVICES.get(request.service)
         if methods is None:
             return Verdict(status=404, identity=NO_IDENTITY, version=self.policy.version)
@@ -120,14 +128,25 @@ class Application:
         identity = identify(request.headers, self.config.identity)
         if request.method == "RESPMOD" or request.http_request is None:
             return Verdict(status=0, identity=identity, decision=PASS_THROUGH, version=self.policy.version)
-        state = self.policy.state
         http = request.http_request
         target = http.target
         # Squid sends absolute-form targets; only origin-form needs the Host header.
         host = request_host(http.method, target, None if "://" in target else http.headers.get("Host"))
+        try:
+            state = self.policy.state
+        except PolicyUnavailable:
+            return Verdict(0, identity, host, UNAVAILABLE, self.policy.version, secrets.token_hex(6))
         path = request_path(http.method, target)
         decision = judge(
-            state, host, path, identity.user, identity.client_ip, self.restricted, now, self.on_review_overdue
+            state,
+            host,
+            path,
+            identity.user,
+            identity.client_ip,
+            self.restricted,
+            now,
+            self.on_review_overdue,
+            self.forbidden,
         )
         if decision.approval_id is not None and not decision.blocked:
             self.usage.note(decision.approval_id, now)
@@ -149,29 +168,49 @@ class Application:
             server = self.config.server
             return responses.options(tag, methods, server.max_connections, server.options_ttl)
         if verdict.blocked:
-            assert verdict.decision is not None and verdict.reference is not None
-            return responses.http_forbidden(
-                tag, self.block_page(verdict, now), "text/html; charset=utf-8", verdict.reference
-            )
+            return self.block_page(request, verdict, now)
         if can_send_204:
             return responses.no_content(tag)
         return responses.unmodified(tag, request, body if request.has_body else None)
 
-    def block_page(self, verdict: Verdict, now: datetime) -> bytes:
-        assert verdict.decision is not None and verdict.reference is not None
-        organisation = self.config.organisation
-        return render_block_page(
-            BlockPage(
-                organisation_en=organisation.name_en,
-                organisation_zh=organisation.name_zh,
-                host=verdict.host or "",
-                category=verdict.decision.category or "",
-                user=verdict.identity.user,
-                reason=str(verdict.decision.reason),
-                reference=verdict.reference,
-                time=now.astimezone(self.timezone),
-                how_to_request_en=organisation.how_to_request_en,
-                how_to_request_zh=organisation.how_to_request_zh,
-                contact=organisation.contact,
-            )
+    def block_page(self, request: Request, verdict: Verdict, now: datetime) -> Response:
+        """The HTTP 403 for a block: HTML, JSON or plain text (Accept), English or Chinese (Accept-Language)."""
+        decision = verdict.decision
+        assert decision is not None and verdict.reference is not None
+        http = request.http_request
+        headers = http.headers if http is not None else None
+        facts = BlockFacts(
+            host=verdict.host or "",
+            path=request_path(http.method, http.target) if http is not None else "/",
+            category=decision.category,
+            user=verdict.identity.user,
+            client_ip=verdict.identity.client_ip,
+            reason=str(decision.reason),
+            reference=verdict.reference,
+            time=now.astimezone(self.timezone),
+        )
+        fmt = choose_format(headers.get("Accept") if headers is not None else None)
+        language = choose_language(
+            headers.get("Accept-Language") if headers is not None else None, self.config.blockpages.default_language
+        )
+        page = self.pages.render(facts, fmt, language, self.request_form(verdict, now))
+        return responses.http_forbidden(
+            responses.istag(verdict.version), page.body, page.content_type, verdict.reference, page.headers
+        )
+
+    def request_form(self, verdict: Verdict, now: datetime) -> RequestForm | None:
+        """The "Request access" form, when a portal is set up and a request could lift this block."""
+        portal, decision, user = self.portal, verdict.decision, verdict.identity.user
+        if portal is None or decision is None or str(decision.reason) not in REQUESTABLE:
+            return None
+        if not user or not decision.category or not verdict.host:
+            return None  # nobody to hold an approval, or nothing to name in one
+        claim = RequestClaim(
+            user, verdict.identity.client_ip, decision.category, verdict.host, int(now.timestamp()) + portal.token_ttl_s
+        )
+        return RequestForm(
+            action=f"{portal.base_url.rstrip('/')}/request",
+            token=sign(claim, portal.secret),
+            max_days=portal.max_days,
+            min_chars=self.config.approvals.min_justification_chars,
         )

@@ -20,7 +20,7 @@ from policy.categories import ListError, default_list, parse_host_entry, parse_h
 from policy.rules import normalise_path_prefix
 from policy.store import PolicyStore, StoreError
 
-from . import __version__, audit_report, lifecycle_commands
+from . import __version__, audit_report, blockpages_command, lifecycle_commands, requests_command
 from .cli_support import StoreAction, UsageError, print_table
 from .config import Config, ConfigError, load_config, parse_listen
 from .embedded_redis import EmbeddedRedisError, ensure_embedded_redis
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lifecycle_commands.add_parsers(commands)
     audit_report.add_parsers(commands)
+    requests_command.add_parsers(commands)
 
     rules = commands.add_parser("rules", help="URL rules: allow-list entries and path rules").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_parser("list", help="list URL rules")
     remove_rule = rules.add_parser("remove", help="remove a URL rule")
     remove_rule.add_argument("id")
+
+    blockpages_command.add_parsers(commands)
 
     explain = commands.add_parser("explain", help="the decision for a URL and why (same path as serve)")
     explain.add_argument("url")
@@ -123,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "serve":
+        from blockpages.render import check_templates
+
         from .serve import run_server
 
         listen = args.listen or config.server.listen
@@ -133,8 +138,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
         workers = config.server.workers if args.workers is None else args.workers
         if workers < 0:
             raise UsageError(f"--workers must be 0 (one per core) or more, got {workers}")
+        check_templates(config)  # a broken block-page template stops the start, naming the file and line
         configure_logging(config.logging.level, config.logging.format)
         return run_server(config, redis_url(config), host, port, workers)
+    if args.command == "blockpages":
+        return blockpages_command.run(args, config)
     handler = HANDLERS[(args.command, getattr(args, "action", None))]
     prepared = handler(args, config)  # validates everything before any connection is made
     # Admin commands log their changes (the audit lines) to stderr; stdout stays the command's answer.
@@ -322,6 +330,7 @@ HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], St
     ("categories", "import"): categories_import,
     **lifecycle_commands.HANDLERS,
     **audit_report.HANDLERS,
+    **requests_command.HANDLERS,
     ("rules", "allow"): rules_allow,
     ("rules", "category"): rules_category,
     ("rules", "list"): rules_list,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,21 @@ class OrganisationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockPagesConfig:
+    """How block pages look and whom they name; `organisation` holds the names and the how-to-request text."""
+
+    default_language: Literal["en", "zh-HK"] = "en"  # when the browser's Accept-Language names neither
+    template_dir: str | None = None  # the admins' own templates, used before the built-in ones
+    logo: str | None = None  # PNG, JPEG or SVG, inlined into the page as a data: URI
+    primary_colour: str = "#b91c1c"
+    accent_colour: str = "#1d4ed8"
+    contact_email: str | None = None
+    contact_phone: str | None = None
+    contact_url: str | None = None  # e.g. the helpdesk's intranet page
+    policy_url: str | None = None  # the policy staff are asked to follow
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: str = "127.0.0.1:1344"
     workers: int = 0
@@ -64,6 +80,7 @@ class PolicyConfig:
     restricted_categories: tuple[str, ...] = ("webmail", "cloud-storage", "web-im")
     load_default_lists: bool = True
     timezone: str = "Asia/Hong_Kong"
+    forbidden_categories: tuple[str, ...] = ()  # blocked for everyone: no approval or exemption opens them
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +112,19 @@ class PortalConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """Where the portal sends access requests to department heads by e-mail; no host, no e-mail."""
+
+    host: str | None = None
+    port: int = 25
+    sender: str = "clearance@localhost"
+    starttls: bool = False  # upgrade with STARTTLS (and verify the relay's certificate) before sending
+    username: str | None = None  # log in (only after STARTTLS, unless the relay is on this host)
+    password: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -116,6 +146,7 @@ class ImportConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     organisation: OrganisationConfig = field(default_factory=OrganisationConfig)
+    blockpages: BlockPagesConfig = field(default_factory=BlockPagesConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     identity: IdentityRules = field(default_factory=IdentityRules)
@@ -123,6 +154,7 @@ class Config:
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     exemptions: tuple[ExemptionConfig, ...] = ()
     portal: PortalConfig = field(default_factory=PortalConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # `import` is a Python keyword: the YAML key is `import`, the attribute `import_`.
     import_: ImportConfig = field(default_factory=ImportConfig, metadata={"key": "import"})
@@ -165,10 +197,24 @@ def load_config(path: str | os.PathLike[str] | None = None, redis_url: str | Non
         _check(config)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+    if chosen is not None:
+        config = _relative_to(config, Path(chosen).parent)
     url = redis_url or os.environ.get("CLEARANCE_REDIS_URL")
     if url:
         config = dataclasses.replace(config, redis=dataclasses.replace(config.redis, url=url))
     return config
+
+
+def _relative_to(config: Config, directory: Path) -> Config:
+    """Block-page files named relative to the config file are found there, whatever the working directory."""
+    pages = config.blockpages
+    template_dir, logo = (
+        value if value is None or Path(value).is_absolute() else str(directory / value)
+        for value in (pages.template_dir, pages.logo)
+    )
+    if (template_dir, logo) == (pages.template_dir, pages.logo):
+        return config
+    return dataclasses.replace(config, blockpages=dataclasses.replace(pages, template_dir=template_dir, logo=logo))
 
 
 def static_exemptions(config: Config) -> tuple[Exemption, ...]:
@@ -195,6 +241,22 @@ def _check(config: Config) -> None:
             raise ConfigError(f"portal.listen: {error}") from None
     if config.portal.token_ttl_minutes < 1:
         raise ConfigError("portal.token_ttl_minutes: must be at least 1")
+    for index, network in enumerate(config.portal.trusted_proxies):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"portal.trusted_proxies[{index}]: not a network in CIDR form: {network!r}") from None
+    if config.portal.public_url is not None and not config.portal.public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"portal.public_url: expected an http:// or https:// URL, got {config.portal.public_url!r}")
+    smtp = config.smtp
+    if not 0 < smtp.port < 65536:
+        raise ConfigError(f"smtp.port: expected a port number, got {smtp.port}")
+    if smtp.timeout <= 0:
+        raise ConfigError("smtp.timeout: must be greater than 0 seconds")
+    if "@" not in smtp.sender:
+        raise ConfigError(f"smtp.sender: expected an e-mail address, got {smtp.sender!r}")
+    if (smtp.username is None) != (smtp.password is None):
+        raise ConfigError("smtp.username and smtp.password: give both or neither")
     approvals = config.approvals
     for name in ("max_validity_days", "review_interval_days"):
         if getattr(approvals, name) < 1:
@@ -205,11 +267,13 @@ def _check(config: Config) -> None:
         parse_listen(config.server.listen)
     except ValueError as error:
         raise ConfigError(f"server.listen: {error}") from None
-    for index, name in enumerate(config.policy.restricted_categories):
-        try:
-            validate_category(name)
-        except ValueError as error:
-            raise ConfigError(f"policy.restricted_categories[{index}]: {error}") from None
+    for key in ("restricted_categories", "forbidden_categories"):
+        for index, name in enumerate(getattr(config.policy, key)):
+            try:
+                validate_category(name)
+            except ValueError as error:
+                raise ConfigError(f"policy.{key}[{index}]: {error}") from None
+    _check_blockpages(config.blockpages)
     try:
         ZoneInfo(config.policy.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -229,6 +293,29 @@ def _check(config: Config) -> None:
     for name in ("idle_timeout", "request_timeout", "startup_timeout"):
         if getattr(config.server, name) <= 0:
             raise ConfigError(f"server.{name}: must be greater than 0 seconds")
+
+
+_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+_EMAIL = re.compile(r"[^@\s<>\"'()\[\],;:]+@[^@\s<>\"'()\[\],;:]+\.[^@\s<>\"'()\[\],;:]+")
+_PHONE = re.compile(r"\+?[0-9][0-9 ()\-]{2,30}")
+
+
+def _check_blockpages(pages: BlockPagesConfig) -> None:
+    """Values that end up in the page's CSS and links: only harmless shapes (no javascript: link, no CSS)."""
+    for name in ("primary_colour", "accent_colour"):
+        value = getattr(pages, name)
+        if not _COLOUR.fullmatch(value):
+            raise ConfigError(f"blockpages.{name}: expected a colour as #rrggbb, got {value!r}")
+    for name in ("contact_url", "policy_url"):
+        value = getattr(pages, name)
+        if value is not None and not re.fullmatch(r"https?://[^\s\"'<>`]+", value):
+            raise ConfigError(f"blockpages.{name}: expected an http:// or https:// URL, got {value!r}")
+    if pages.contact_email is not None and not _EMAIL.fullmatch(pages.contact_email):
+        raise ConfigError(f"blockpages.contact_email: expected an e-mail address, got {pages.contact_email!r}")
+    if pages.contact_phone is not None and not _PHONE.fullmatch(pages.contact_phone):
+        raise ConfigError(
+            f"blockpages.contact_phone: expected a phone number (digits, spaces, + - ( )), got {pages.contact_phone!r}"
+        )
 
 
 def _build(cls: type[Any], data: Any, path: str) -> Any:

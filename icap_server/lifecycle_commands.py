@@ -90,7 +90,9 @@ def add_parsers(commands: Any) -> None:
     directory = commands.add_parser("directory", help="who is in which department, and who approves").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    load = directory.add_parser("load", help="load a CSV export: user,name,department,groups,heads,delegates")
+    load = directory.add_parser(
+        "load", help="load a CSV export: user,name,department,groups,heads,delegates[,email]"
+    )
     load.add_argument("file", type=Path)
     load.add_argument("--merge", action="store_true", help="update these rows, keep everyone else")
     directory_show = directory.add_parser("show", help="one person's department, groups and approver roles")
@@ -358,6 +360,7 @@ def directory_show(args: argparse.Namespace, config: Config) -> StoreAction:
         print(f"groups:     {', '.join(sorted(person.groups)) or '-'}")
         print(f"heads:      {', '.join(sorted(person.heads)) or '-'}")
         print(f"delegate:   {', '.join(sorted(person.delegates)) or '-'}")
+        print(f"email:      {person.email or '-'}")
         return 0
 
     return action

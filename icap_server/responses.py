@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from email.utils import formatdate
 
 from . import __version__
@@ -77,16 +78,24 @@ def error(tag: str, status: int) -> Response:
     return Response(status, base_headers(tag))
 
 
-def http_forbidden(tag: str, html: bytes, content_type: str, reference: str) -> Response:
-    """A block: ICAP 200 carrying an HTTP 403 (an ICAP 4xx would make Squid treat the service as failed)."""
+def http_forbidden(
+    tag: str, body: bytes, content_type: str, reference: str, headers: Sequence[tuple[str, str]] = ()
+) -> Response:
+    """A block: ICAP 200 carrying an HTTP 403 (an ICAP 4xx would make Squid treat the service as failed).
+
+    `headers` adds to the fixed ones, e.g. the page's Content-Security-Policy and Content-Language.
+    """
     http_head = build_http_response_head(
         403,
         "Forbidden",
         [
             ("Content-Type", content_type),
-            ("Content-Length", str(len(html))),
+            ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            *headers,
             ("X-Clearance-Reference", reference),
         ],
     )
-    return Response(200, base_headers(tag), http_response_head=http_head, body=html)
+    return Response(200, base_headers(tag), http_response_head=http_head, body=body)

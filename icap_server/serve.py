@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import gc
 import os
+import socket
 
 import structlog
 from redis.exceptions import RedisError
@@ -22,17 +25,43 @@ log = structlog.get_logger("clearance")
 
 
 def run_server(config: Config, redis_url: str, host: str, port: int, workers: int) -> int:
-    """Load the default lists once (before any worker starts), then serve."""
+    """Load the default lists once (before any worker starts), then serve.
+
+    The access-request portal (portal.listen) runs once: on the worker's loop with one worker, else in a
+    process of its own that the supervisor keeps running like a worker. Its socket is bound here, first.
+    """
     asyncio.run(_prepare_store(config, redis_url))
     count = workers or os.cpu_count() or 1
+    portal_socket = None
+    if config.portal.listen is not None:
+        from .portal import bind_portal
+
+        try:
+            portal_socket = bind_portal(config)
+        except OSError as error:
+            log.error("cannot_listen", address=config.portal.listen, error=error.strerror, service="portal")
+            return 1
     if count == 1:
-        return run_worker(config, redis_url, host, port, reuse_port=False, index=None)
+        return run_worker(config, redis_url, host, port, reuse_port=False, index=None, portal_socket=portal_socket)
     from .workers import Supervisor
 
-    return Supervisor(config, redis_url, host, port, count).run()
+    portal = None
+    if portal_socket is not None:
+        from .portal import run_portal_process
+
+        portal = functools.partial(run_portal_process, config, redis_url, portal_socket)
+    return Supervisor(config, redis_url, host, port, count, portal=portal).run()
 
 
-def run_worker(config: Config, redis_url: str, host: str, port: int, reuse_port: bool, index: int | None) -> int:
+def run_worker(
+    config: Config,
+    redis_url: str,
+    host: str,
+    port: int,
+    reuse_port: bool,
+    index: int | None,
+    portal_socket: socket.socket | None = None,
+) -> int:
     """One server process: its own event loop, in-memory policy and batched log lines."""
     fields = {"worker": index} if index is not None else None
     configure_logging(config.logging.level, config.logging.format, fields=fields, buffered=True)
@@ -42,7 +71,7 @@ def run_worker(config: Config, redis_url: str, host: str, port: int, reuse_port:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    return runner(_worker_main(config, redis_url, host, port, reuse_port))
+    return runner(_worker_main(config, redis_url, host, port, reuse_port, portal_socket))
 
 
 async def _prepare_store(config: Config, redis_url: str) -> None:
@@ -52,35 +81,60 @@ async def _prepare_store(config: Config, redis_url: str) -> None:
         if loaded:
             log.info("default_lists_loaded", entries=loaded)
     except RedisError as error:
-        # Start anyway: requests get ICAP 500 (Squid fails closed with bypass=off) until Redis is back.
+        # Start anyway: requests get a policy-unavailable block page (fail closed) until Redis is back.
         log.error("redis_unavailable", error=str(error), url=redact(redis_url))
     finally:
         await store.close()
 
 
-async def _worker_main(config: Config, redis_url: str, host: str, port: int, reuse_port: bool) -> int:
+async def _worker_main(
+    config: Config, redis_url: str, host: str, port: int, reuse_port: bool, portal_socket: socket.socket | None
+) -> int:
     store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
     sync = PolicySync(store, static_exemptions=static_exemptions(config))
     app = Application(config, sync)
     follower = asyncio.create_task(sync.run())
     usage = asyncio.create_task(app.usage.run(store, config.approvals.usage_flush_interval))
+    linking: asyncio.Task[None] | None = None
+    portal: asyncio.Task[None] | None = None
+    portal_stop = asyncio.Event()
+    if config.portal.listen is not None:
+        from .portal import attach_portal, run_portal
+
+        linking = asyncio.create_task(attach_portal(app, config, store))  # block pages offer the request form
+        if portal_socket is not None:  # one worker: the portal shares its loop
+            portal = asyncio.create_task(run_portal(config, store, portal_socket, portal_stop))
+            portal.add_done_callback(_report_portal_end)
     try:
         try:
-            # Serve once the policy is loaded; if Redis stays away, serve anyway and answer 500 meanwhile.
+            # Serve once the policy is loaded; if Redis stays away, serve anyway and block everything meanwhile.
             await asyncio.wait_for(sync.loaded.wait(), timeout=config.server.startup_timeout)
         except TimeoutError:
             log.error("policy_not_loaded", waited_s=config.server.startup_timeout, url=redact(redis_url))
+        if linking is not None:
+            await asyncio.wait({linking}, timeout=5)  # the first block page already offers the request form
         # The loaded policy (up to millions of objects) lives as long as the process: keep the cyclic
         # collector off it, and let it run less often over the short-lived objects of each request.
         gc.freeze()
         gc.set_threshold(100_000, 50, 100)
         await serve(app, host, port, reuse_port=reuse_port)
     finally:
+        if linking is not None:
+            linking.cancel()
+        portal_stop.set()
+        if portal is not None:
+            with contextlib.suppress(Exception):  # a failure was logged when it happened
+                await asyncio.wait_for(portal, timeout=10)
         follower.cancel()
         usage.cancel()
         await asyncio.gather(usage, return_exceptions=True)  # writes the last counts
         await store.close()
     return 0
+
+
+def _report_portal_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("portal_failed", error=repr(task.exception()))
 
 
 def redact(url: str) -> str:

@@ -110,6 +110,7 @@ class ICAPProtocol(asyncio.Protocol):
                 assert isinstance(event, Request)
                 started = time.perf_counter()
                 try:
+                    # No policy loaded yet is not an error here: the verdict is a policy-unavailable block.
                     verdict = self.app.evaluate(event, datetime.now(UTC))
                 except Exception:
                     log.exception("icap_internal_error", method=event.method, service=event.service)
@@ -136,7 +137,13 @@ class ICAPProtocol(asyncio.Protocol):
         txn = self.txn
         assert txn is not None and self.transport is not None
         body = b"".join(txn.body) if txn.keep_body else None
-        response = self.app.respond(txn.request, txn.verdict, self.conn.can_send_204, body, datetime.now(UTC))
+        try:
+            response = self.app.respond(txn.request, txn.verdict, self.conn.can_send_204, body, datetime.now(UTC))
+        except Exception:
+            log.exception("icap_internal_error", method=txn.request.method, service=txn.request.service)
+            self.txn = None
+            self._fail(500)
+            return
         # Routing errors close the connection: some clients (c-icap-client) wait for a body otherwise.
         data = self.conn.send_error(response) if txn.verdict.status else self.conn.send(response)
         self.transport.write(data)

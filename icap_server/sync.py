@@ -8,7 +8,8 @@ of individual keys. Every change is written and announced in one Redis transacti
 Freshness: a change reaches every process as soon as Redis delivers the message (milliseconds). If a
 message is lost (a gap in versions), the connection drops, or the version in Redis moves without a message
 for longer than `check_interval`, the process reloads everything. Until the first load succeeds the policy
-is unavailable and requests get ICAP 500, so a process never filters with an empty policy.
+is unavailable and every request gets a block page saying so (reason policy-unavailable), so a process never
+filters with an empty policy.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import multiprocessing
 import signal
 import socket
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -20,6 +21,7 @@ from .config import Config
 
 log = structlog.get_logger("clearance.supervisor")
 RESTART_BACKOFF_MAX = 5.0
+PORTAL = -1  # the access-request portal's process, kept like a worker under this index
 
 
 def _worker_entry(config: Config, redis_url: str, host: str, port: int, index: int) -> None:
@@ -37,8 +39,15 @@ def check_port_free(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
+def _portal_entry(run: Callable[[], int]) -> None:
+    raise SystemExit(run())
+
+
 class Supervisor:
-    def __init__(self, config: Config, redis_url: str, host: str, port: int, count: int) -> None:
+    def __init__(
+        self, config: Config, redis_url: str, host: str, port: int, count: int, portal: Callable[[], int] | None = None
+    ) -> None:
+        self.portal = portal  # runs the portal in a process of its own (forked: no pickling)
         self.config = config
         self.redis_url = redis_url
         self.host = host
@@ -50,15 +59,20 @@ class Supervisor:
         self.restarts = 0
 
     def _start(self, index: int) -> None:
-        process = self.context.Process(
-            target=_worker_entry,
-            args=(self.config, self.redis_url, self.host, self.port, index),
-            name=f"clearance-worker-{index}",
-            daemon=False,
-        )
+        if index == PORTAL:
+            process = self.context.Process(
+                target=_portal_entry, args=(self.portal,), name="clearance-portal", daemon=False
+            )
+        else:
+            process = self.context.Process(
+                target=_worker_entry,
+                args=(self.config, self.redis_url, self.host, self.port, index),
+                name=f"clearance-worker-{index}",
+                daemon=False,
+            )
         process.start()
         self.workers[index] = process
-        log.info("worker_started", worker=index, pid=process.pid)
+        log.info("worker_started", worker="portal" if index == PORTAL else index, pid=process.pid)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping:
@@ -78,6 +92,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for index in range(self.count):
             self._start(index)
+        if self.portal is not None:
+            self._start(PORTAL)
         backoff = 0.0
         while self.workers:
             time.sleep(0.1)
@@ -88,7 +104,12 @@ class Supervisor:
                 del self.workers[index]
                 if self.stopping:
                     continue
-                log.error("worker_died", worker=index, pid=process.pid, exitcode=process.exitcode)
+                log.error(
+                    "worker_died",
+                    worker="portal" if index == PORTAL else index,
+                    pid=process.pid,
+                    exitcode=process.exitcode,
+                )
                 backoff = min(RESTART_BACKOFF_MAX, backoff * 2 or 0.1)
                 time.sleep(backoff)
                 self.restarts += 1

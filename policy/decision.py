@@ -30,6 +30,8 @@ class Reason(StrEnum):
     APPROVAL_EXPIRED = "approval-expired"
     APPROVAL_REVOKED = "approval-revoked"
     APPROVAL_SUSPENDED = "approval-suspended"
+    NOT_PERMITTED = "not-permitted"  # a forbidden category: no approval or exemption opens it
+    POLICY_UNAVAILABLE = "policy-unavailable"  # not from judge: the server has no policy loaded yet (fails closed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +67,19 @@ def decide(
     client_ip: str | None = None,
     exemptions: Iterable[Exemption] = (),
     on_review_overdue: OverduePolicy = "suspend",
+    forbidden: frozenset[str] = frozenset(),
 ) -> Decision:
     """Pass unless the host is in a restricted category that nothing opens for this request.
 
+    A forbidden category blocks first (`not-permitted`): neither an approval nor an exemption opens it.
     For each restricted category of the host (in name order, so the answer is stable): an exemption for the
     client's network opens it; else the most specific valid approval among the candidates (personal before
     group before department before network; a single host before a whole category). The first category
     nothing opens explains the block, with the most recent lapsed approval that would have covered it.
     """
+    banned = match.categories & forbidden
+    if banned:
+        return Decision(Action.BLOCK, Reason.NOT_PERMITTED, min(banned), match.entry)
     gated_set = match.categories & restricted
     if not gated_set:
         return _not_restricted(match)
@@ -133,10 +140,12 @@ def judge(
     restricted: frozenset[str],
     now: datetime,
     on_review_overdue: OverduePolicy = "suspend",
+    forbidden: frozenset[str] = frozenset(),
 ) -> Decision:
     """The whole decision for one request from in-memory policy: URL rules first, then the category lists.
 
-    An allow rule beats every category; a category rule replaces the list's categories for its path.
+    An allow rule beats every category, forbidden ones included; a category rule replaces the list's
+    categories for its path.
     """
     rule = state.rules.match(host, path) if host else None
     if rule is not None and rule.kind == "allow":
@@ -145,7 +154,7 @@ def judge(
         match = CategoryMatch(rule.describe(), frozenset((rule.category,)))
     else:
         match = state.categories.match(host) if host else NO_MATCH
-    if not (match.categories & restricted):
+    if not (match.categories & restricted) and not (forbidden and match.categories & forbidden):
         decision = _not_restricted(match)
     else:
         decision = decide(
@@ -157,5 +166,6 @@ def judge(
             client_ip,
             state.exemptions,
             on_review_overdue,
+            forbidden,
         )
     return replace(decision, rule_id=rule.id) if rule is not None else decision

@@ -2,14 +2,15 @@
 
 Loaded from a CSV as an admin exports it from Active Directory or LDAP, one row per person:
 
-    user,name,department,groups,heads,delegates
-    alice,Alice Chan,Finance,finance-staff;travel,,
-    hfin,Henry Fung,Finance,finance-staff,Finance,
-    dfin,Dora Fok,Finance,,,Finance
+    user,name,department,groups,heads,delegates,email
+    alice,Alice Chan,Finance,finance-staff;travel,,,
+    hfin,Henry Fung,Finance,finance-staff,Finance,,hfin@example.gov
+    dfin,Dora Fok,Finance,,,Finance,dfin@example.gov
 
 `groups`, `heads` (departments this person heads) and `delegates` (departments this person may approve for
-on the head's behalf) are lists separated by `;`. User names are normalised like the proxy's, so the
-directory, the approvals and the traffic all use one spelling.
+on the head's behalf) are lists separated by `;`. `email` is optional (the column too): where the portal
+sends a department's access requests for its heads and delegates to decide. User names are normalised like
+the proxy's, so the directory, the approvals and the traffic all use one spelling.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-COLUMNS = ("user", "name", "department", "groups", "heads", "delegates")
+COLUMNS = ("user", "name", "department", "groups", "heads", "delegates", "email")
 REQUIRED = ("user", "department")
 NAME_RE = re.compile(r"^[^\x00-\x1f;]{1,128}$")
+EMAIL_RE = re.compile(r"^[^@\s,;<>\"]{1,64}@[^@\s,;<>\"]{1,255}\.[^@\s,;<>\".]{1,63}$")
 
 
 class DirectoryError(ValueError):
@@ -41,6 +43,7 @@ class Person:
     groups: frozenset[str] = frozenset()
     heads: frozenset[str] = frozenset()
     delegates: frozenset[str] = frozenset()
+    email: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -51,6 +54,7 @@ class Person:
                 "groups": sorted(self.groups),
                 "heads": sorted(self.heads),
                 "delegates": sorted(self.delegates),
+                "email": self.email,
             },
             ensure_ascii=False,
             sort_keys=True,
@@ -66,6 +70,7 @@ class Person:
             groups=frozenset(record.get("groups", ())),
             heads=frozenset(record.get("heads", ())),
             delegates=frozenset(record.get("delegates", ())),
+            email=record.get("email", ""),
         )
 
 
@@ -139,5 +144,8 @@ def parse_directory_csv(lines: Iterable[str], normalise_user: object = None) -> 
             bad = [item for item in items if not NAME_RE.match(item)]
             if bad:
                 raise DirectoryError(line, f"invalid {kind} {bad[0]!r}")
-        people.append(Person(user, department, values.get("name", ""), groups, heads, delegates))
+        email = values.get("email", "")
+        if email and not EMAIL_RE.match(email):
+            raise DirectoryError(line, f"invalid email {email!r}")
+        people.append(Person(user, department, values.get("name", ""), groups, heads, delegates, email))
     return people

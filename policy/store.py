@@ -11,6 +11,10 @@ Layout (all keys under the configurable prefix, default `clearance:`):
 - `exemptions` (hash): exemption id -> JSON (network, categories); `exemption:seq` (counter)
 - `audit` (stream): every change, with actor, time, action, target, department, before and after
 - `rules` (hash): rule id -> rule JSON (allow-list entries and path rules); `rule:seq` (counter)
+- `requests` (hash): access request id -> request JSON (from the portal); `request:seq` (counter);
+  `request:open` (hash): "user TAB category TAB host" -> the id of its one pending request;
+  `request:token:{nonce}` (string, expires with the token): the request a block-page token already made
+- `portal:secret` (string): signs block-page tokens when the config gives no `portal.secret`
 - `policy:version` (counter): bumped on every change; the ICAP ISTag is derived from it
 - `changes` (pub/sub channel): `{version} {json}` for every change, published in the same transaction
 
@@ -28,12 +32,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 
 from .approvals import Approval, utc_now
 from .categories import NO_MATCH, CategoryMatch
 from .directory import Directory, Person
 from .hosts import host_suffixes
+from .requests import AccessRequest, RequestStatus
 from .rules import Rule, RuleIndex, RuleKind
 from .state import ApprovalIndex, Exemption, PolicyState
 
@@ -98,6 +103,10 @@ LOAD_BATCH = 20000
 
 class StoreError(Exception):
     """A policy change that cannot be made (unknown approval, already revoked, …)."""
+
+
+class RequestChanged(StoreError):
+    """An access request changed between reading and deciding it (someone else decided it): read it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,21 +346,27 @@ class PolicyStore:
         if not changes:
             return
         await self._load_scripts()
+        async with self.client.pipeline(transaction=True) as pipe:
+            self._queue_approvals(pipe, changes, actor, action)
+            await pipe.execute()
+
+    def _queue_approvals(
+        self, pipe: Any, changes: Sequence[tuple[Approval, Approval | None]], actor: str, action: str
+    ) -> None:
+        """Queue approvals, their audit entries and the change announcement on a MULTI pipeline."""
         message = json.dumps({"kind": "approvals", "ids": [approval.id for approval, _ in changes]})
         if len(changes) > 100:
             message = json.dumps({"kind": "approvals", "ids": None})  # reload them all
-        async with self.client.pipeline(transaction=True) as pipe:
-            records: dict[Any, Any] = {approval.id: approval.to_json() for approval, _ in changes}
-            pipe.hset(self.key("approvals"), mapping=records)
-            numbers = [int(approval.id.lstrip("A") or 0) for approval, _ in changes]
-            self._raise_seq(pipe, max(numbers))
-            quiet = len(changes) > 10  # a bulk import logs one summary line, the stream still gets every entry
-            for approval, before in changes:
-                self._audit(pipe, actor, action, approval.id, approval.department, before, approval, log=not quiet)
-            if quiet:
-                audit_log.info("audit", actor=actor, action=action, target=f"{len(changes)} approvals")
-            pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), message)
-            await pipe.execute()
+        records: dict[Any, Any] = {approval.id: approval.to_json() for approval, _ in changes}
+        pipe.hset(self.key("approvals"), mapping=records)
+        numbers = [int(approval.id.lstrip("A") or 0) for approval, _ in changes]
+        self._raise_seq(pipe, max(numbers))
+        quiet = len(changes) > 10  # a bulk import logs one summary line, the stream still gets every entry
+        for approval, before in changes:
+            self._audit(pipe, actor, action, approval.id, approval.department, before, approval, log=not quiet)
+        if quiet:
+            audit_log.info("audit", actor=actor, action=action, target=f"{len(changes)} approvals")
+        pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), message)
 
     def _raise_seq(self, pipe: Any, number: int) -> None:
         """Imported ids must never be handed out again."""
@@ -462,6 +477,89 @@ class PolicyStore:
             self._audit(pipe, actor, "exemption-remove", exemption_id, None, json.loads(text), None)
             pipe.evalsha(self._bump.sha, 2, *self._bump_keys(), json.dumps({"kind": "exemptions"}))
             await pipe.execute()
+
+    # ---- access requests (the portal) -----------------------------------------------------
+
+    async def portal_secret(self, generated: str) -> str:
+        """The shared token secret: `generated` if none was kept yet, else the one every instance uses."""
+        key = self.key("portal", "secret")
+        await self.client.set(key, generated, nx=True)
+        return str(await self.client.get(key))
+
+    async def get_request(self, request_id: str) -> AccessRequest:
+        text = await self.client.hget(self.key("requests"), request_id)
+        if not text:
+            raise StoreError(f"no access request with id {request_id!r}")
+        return AccessRequest.from_json(text)
+
+    async def all_requests(self) -> list[AccessRequest]:
+        items = [AccessRequest.from_json(text) for text in await self.client.hvals(self.key("requests"))]
+        return sorted(items, key=lambda item: int(item.id.lstrip("Q") or 0))
+
+    async def create_request(
+        self, build: Callable[[str], AccessRequest], open_key: str, nonce: str, nonce_ttl_s: int
+    ) -> tuple[AccessRequest, bool]:
+        """A new pending request (built by `build` from its id), unless one exists: (request, created).
+
+        The request already made with this token (its nonce), or the pending one for the same user, category
+        and host, is returned instead, so a second submit never makes a second request.
+        """
+        open_hash = self.key("request", "open")
+        token_key = self.key("request", "token", nonce)
+        while True:
+            pipeline: Any = self.client.pipeline(transaction=True)  # WATCH/MULTI: redis-py leaves them untyped
+            async with pipeline as pipe:
+                try:
+                    await pipe.watch(open_hash, token_key)
+                    existing = await pipe.get(token_key) or await pipe.hget(open_hash, open_key)
+                    if existing:
+                        await pipe.reset()
+                        return await self.get_request(str(existing)), False
+                    number = await self.client.incr(self.key("request", "seq"))
+                    request = build(f"Q{number}")
+                    pipe.multi()
+                    pipe.hset(self.key("requests"), request.id, request.to_json())
+                    pipe.hset(open_hash, open_key, request.id)
+                    pipe.set(token_key, request.id, ex=max(1, nonce_ttl_s))
+                    self._audit(
+                        pipe, request.user, "request-submit", request.id, request.department, None,
+                        request.to_record(with_key=False),
+                    )
+                    await pipe.execute()
+                    return request, True
+                except WatchError:
+                    continue  # another submit touched the index: look again
+
+    async def save_decision(
+        self, before: AccessRequest, after: AccessRequest, approval: Approval | None, actor: str
+    ) -> None:
+        """A request decided, with its approval (if approved), audit entries and change announcement, at once.
+
+        RequestChanged if the stored request is no longer `before` (decided meanwhile): nothing is written.
+        """
+        if before.status is not RequestStatus.PENDING:
+            raise StoreError(f"request {before.id} is already {before.status}")
+        await self._load_scripts()
+        requests = self.key("requests")
+        pipeline: Any = self.client.pipeline(transaction=True)
+        async with pipeline as pipe:
+            try:
+                await pipe.watch(requests)
+                current = await pipe.hget(requests, before.id)
+                if not current or AccessRequest.from_json(current) != before:
+                    raise RequestChanged(f"request {before.id} changed meanwhile")
+                pipe.multi()
+                pipe.hset(requests, after.id, after.to_json())
+                pipe.hdel(self.key("request", "open"), before.open_key)
+                if approval is not None:
+                    self._queue_approvals(pipe, [(approval, None)], actor, "grant")
+                self._audit(
+                    pipe, actor, f"request-{'approve' if approval is not None else 'deny'}", after.id,
+                    after.department, before.to_record(with_key=False), after.to_record(with_key=False),
+                )
+                await pipe.execute()
+            except WatchError:
+                raise RequestChanged(f"request {before.id} changed meanwhile") from None
 
     # ---- audit ----------------------------------------------------------------------------
 

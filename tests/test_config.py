@@ -17,7 +17,7 @@ def test_shipped_config_yaml_equals_the_built_in_defaults() -> None:
     loaded = load_config(PROJECT_ROOT / "config.yaml")
     defaults = Config()
     sections = ("organisation", "server", "redis", "identity", "policy", "approvals", "exemptions", "logging")
-    sections += ("import_", "portal")
+    sections += ("import_", "portal", "smtp", "blockpages")
     for section in sections:
         assert getattr(loaded, section) == getattr(defaults, section), section
 

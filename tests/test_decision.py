@@ -139,3 +139,35 @@ def test_approval_json_round_trip() -> None:
     original = approval("A9", host="web.whatsapp.com").revoked(by="hfin", at=NOW, reason="no longer needed · 不再需要")
     reviewed = replace(original, reviews=(Review("hfin", NOW, "keep", "ok"),), ticket="INC-1")
     assert Approval.from_json(reviewed.to_json()) == reviewed
+
+
+def test_forbidden_category_blocks_whatever_opens_it_otherwise() -> None:
+    forbidden = frozenset({"webmail"})
+    state = state_with(approval("A1"))
+    state.exemptions = (Exemption("C1", "10.0.0.0/8", frozenset(), "mobile devices"),)
+    decision = judge(state, "mail.google.com", "/", "alice", "10.1.1.1", RESTRICTED, NOW, forbidden=forbidden)
+    assert (decision.action, decision.reason, decision.category) == (Action.BLOCK, Reason.NOT_PERMITTED, "webmail")
+    assert decision.approval_id is None and decision.exemption_id is None
+    # Without the forbidden list the same request passes (the exemption, or elsewhere the approval).
+    assert judge(state, "mail.google.com", "/", "alice", "10.1.1.1", RESTRICTED, NOW).reason is Reason.EXEMPT
+    assert judge(state, "mail.google.com", "/", "alice", None, RESTRICTED, NOW).reason is Reason.APPROVED
+    # Forbidden need not be restricted: an unrestricted category is blocked too.
+    assert judge(state, "mail.google.com", "/", "alice", None, frozenset(), NOW, forbidden=forbidden).reason is (
+        Reason.NOT_PERMITTED
+    )
+    assert decide(WEBMAIL, RESTRICTED, [approval("A1")], NOW, forbidden=forbidden).reason is Reason.NOT_PERMITTED
+    # Other hosts are untouched.
+    assert not judge(state, "example.org", "/", "alice", None, RESTRICTED, NOW, forbidden=forbidden).blocked
+
+
+def test_allow_rule_beats_a_forbidden_category() -> None:
+    from policy.rules import Rule, RuleIndex
+
+    state = state_with()
+    state.rules = RuleIndex([Rule("R1", "allow", "mail.google.com", "/a/agency.gov.hk/")])
+    forbidden = frozenset({"webmail"})
+    path = "/a/agency.gov.hk/inbox"
+    allowed = judge(state, "mail.google.com", path, "bob", None, RESTRICTED, NOW, forbidden=forbidden)
+    assert allowed.reason is Reason.ALLOW_LISTED
+    other = judge(state, "mail.google.com", "/mail/", "bob", None, RESTRICTED, NOW, forbidden=forbidden)
+    assert other.reason is Reason.NOT_PERMITTED

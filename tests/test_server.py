@@ -99,15 +99,23 @@ def test_client_reset_mid_message_does_not_hurt_the_server(icap_server: tuple[st
     assert status_of(response) == 200
 
 
-def test_redis_failure_gives_500_not_a_crash(start_icap_server: StartServer) -> None:
+def test_no_policy_yet_fails_closed_with_a_block_page_not_a_crash(start_icap_server: StartServer) -> None:
+    """Redis unreachable since start: every request is blocked, with a page that says why (not an ICAP 500)."""
     dead = f"redis://127.0.0.1:{free_port()}/0"
     server = start_icap_server("server:\n  startup_timeout: 0.5\npolicy:\n  load_default_lists: false\n", redis=dead)
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
-        sock.sendall(reqmod("http://mail.example/"))
-        response = sock.recv(65536)
-    assert response.startswith(b"ICAP/1.0 500 Server Error\r\n")
+        sock.sendall(reqmod("http://example.org/", user="alice"))
+        response = read_response(sock, bytearray())
+    assert response.startswith(b"ICAP/1.0 200 OK\r\n")
+    _, _, rest = response.partition(b"\r\n\r\n")
+    assert rest.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    page = rest.decode("utf-8")
+    assert "The web filter cannot check approvals at the moment" in page and "暫時未能核對批准紀錄" in page
+    assert "<dd>example.org</dd>" in page
     assert server.proc.poll() is None
-    server.wait_for_log("icap_internal_error")
+    record = server.wait_for_log("icap")
+    assert (record["status"], record["decision"], record["reason"]) == (200, "block", "policy-unavailable")
+    assert record["host"] == "example.org" and record["reference"] and str(record["reference"]) in page
 
 
 def test_connections_beyond_the_limit_get_503(start_icap_server: StartServer) -> None:

@@ -1,0 +1,176 @@
+"""`clearance requests …`: the access requests people made from block pages, and their decisions.
+
+Approving turns a request into an ordinary approval through `policy.lifecycle.build_approval` (the checks of
+`approvals grant`: a head or delegate of the requester's department, a justification, the longest validity),
+saved with its audit entry and change announcement together with the request's decision, in one transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from policy.identity import normalise_username
+from policy.lifecycle import LifecycleError, build_approval, check_authority
+from policy.requests import RequestError, RequestStatus, approved, check_decision, denied, grant_for
+from policy.store import PolicyStore, RequestChanged
+
+from .cli_support import StoreAction, UsageError, print_table
+from .config import Config
+from .lifecycle_commands import rules_from
+
+
+def add_parsers(commands: Any) -> None:
+    requests = commands.add_parser(
+        "requests", help="access requests made from block pages: list, show, approve, deny"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = requests.add_parser("list", help="list access requests (newest last)")
+    listing.add_argument("--status", choices=[str(status) for status in RequestStatus])
+    listing.add_argument("--department", help="requests from this department")
+    show = requests.add_parser("show", help="one request in full, with its justification")
+    show.add_argument("id")
+    approve = requests.add_parser("approve", help="approve: grants the requester the category (prints the approval)")
+    approve.add_argument("id")
+    approve.add_argument("--by", required=True, help="the head (or delegate) of the requester's department")
+    approve.add_argument("--days", type=int, metavar="N", help="valid for N days (default: as requested)")
+    approve.add_argument("--note", default="", help="shown to the requester")
+    deny = requests.add_parser("deny", help="decline a request")
+    deny.add_argument("id")
+    deny.add_argument("--by", required=True, help="the head (or delegate) of the requester's department")
+    deny.add_argument("--note", default="", help="why; shown to the requester")
+
+
+def _local(moment: datetime | None, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def requests_list(args: argparse.Namespace, config: Config) -> StoreAction:
+    zone = ZoneInfo(config.policy.timezone)
+
+    async def action(store: PolicyStore) -> int:
+        rows = [
+            ("ID", "STATUS", "USER", "CATEGORY", "HOST", "DAYS", "DEPARTMENT", "SUBMITTED", "DECIDED BY", "APPROVAL")
+        ]
+        for item in await store.all_requests():
+            if args.status and item.status != args.status:
+                continue
+            if args.department and item.department != args.department:
+                continue
+            rows.append(
+                (
+                    item.id,
+                    str(item.status),
+                    item.user,
+                    item.category,
+                    item.host,
+                    str(item.days),
+                    item.department or "-",
+                    _local(item.created_at, zone),
+                    item.decided_by or "-",
+                    item.approval_id or "-",
+                )
+            )
+        print_table(rows)
+        return 0
+
+    return action
+
+
+def requests_show(args: argparse.Namespace, config: Config) -> StoreAction:
+    zone = ZoneInfo(config.policy.timezone)
+
+    async def action(store: PolicyStore) -> int:
+        item = await store.get_request(args.id)
+        lines = [
+            ("id", item.id),
+            ("status", str(item.status)),
+            ("user", item.user),
+            ("client ip", item.client_ip or "-"),
+            ("category", item.category),
+            ("host", item.host),
+            ("days", str(item.days)),
+            ("department", item.department or "-"),
+            ("approvers", ", ".join(item.approvers) or "-"),
+            ("justification", item.justification),
+            ("submitted", _local(item.created_at, zone)),
+        ]
+        if item.decided_at is not None:
+            lines.append(("decided", f"{_local(item.decided_at, zone)} by {item.decided_by}: {item.note or '-'}"))
+        if item.approval_id is not None:
+            lines.append(("approval", f"{item.approval_id} until {_local(item.valid_until, zone)}"))
+        for label, value in lines:
+            print(f"{label + ':':15} {value}")
+        return 0
+
+    return action
+
+
+def requests_approve(args: argparse.Namespace, config: Config) -> StoreAction:
+    by = normalise_username(args.by, config.identity) if args.by.strip() else ""
+    if not by:
+        raise UsageError("--by must name the approver")
+    if args.days is not None and args.days < 1:
+        raise UsageError(f"--days must be at least 1, got {args.days}")
+    rules = rules_from(config)
+
+    async def action(store: PolicyStore) -> int:
+        while True:
+            before = await store.get_request(args.id)
+            now = datetime.now(UTC)
+            try:
+                check_decision(before, by)
+                grant = grant_for(before, by, args.actor, args.days, now)
+                directory = await store.load_directory()
+                build_approval(grant, "A0", now, directory, rules)  # every check before an id is taken
+                approval = build_approval(grant, await store.next_approval_id(), now, directory, rules)
+            except (RequestError, LifecycleError) as error:
+                raise UsageError(str(error)) from None
+            after = approved(before, by, now, args.note.strip(), approval.id, approval.valid_until)
+            try:
+                await store.save_decision(before, after, approval, args.actor)
+            except RequestChanged:
+                continue  # decided meanwhile: read it again, and say so
+            last_day = (approval.valid_until - timedelta(seconds=1)).astimezone(ZoneInfo(config.policy.timezone))
+            print(f"{after.id} approved: {approval.id} ({approval.describe()}, until {last_day:%Y-%m-%d})")
+            return 0
+
+    return action
+
+
+def requests_deny(args: argparse.Namespace, config: Config) -> StoreAction:
+    by = normalise_username(args.by, config.identity) if args.by.strip() else ""
+    if not by:
+        raise UsageError("--by must name who declines")
+    rules = rules_from(config)
+
+    async def action(store: PolicyStore) -> int:
+        while True:
+            before = await store.get_request(args.id)
+            try:
+                check_decision(before, by)
+                directory = await store.load_directory()
+                person = directory.person(before.user)
+                department = person.department if person is not None else before.department
+                check_authority(by, department, directory, rules, "decide access requests")
+            except (RequestError, LifecycleError) as error:
+                raise UsageError(str(error)) from None
+            after = denied(before, by, datetime.now(UTC), args.note.strip())
+            try:
+                await store.save_decision(before, after, None, args.actor)
+            except RequestChanged:
+                continue
+            print(f"{after.id} denied")
+            return 0
+
+    return action
+
+
+HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], StoreAction]] = {
+    ("requests", "list"): requests_list,
+    ("requests", "show"): requests_show,
+    ("requests", "approve"): requests_approve,
+    ("requests", "deny"): requests_deny,
+}
