@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,9 +31,16 @@ SCREENSHOTS = Path(os.environ.get("CLEARANCE_SCREENSHOT_DIR", "test-artifacts"))
 CONFIG = (
     "organisation:\n  name_en: Innovation and Technology Bureau\n  name_zh: 創新科技及工業局\n"
     "policy:\n  load_default_lists: false\n"
-    "approvals:\n  require_department_head: false\n  min_justification_chars: 0\n"
+    "portal:\n  listen: 127.0.0.1:{portal_port}\n"
     "logging:\n  format: json\n"
 )
+DIRECTORY = (
+    "user,name,department,groups,heads,delegates\n"
+    "alice,Alice Chan,Finance,,,\n"
+    "bob,Bob Lee,Finance,,,\n"
+    "hfin,Henry Fung,Finance,,Finance,\n"
+)
+WHY = "Liaison with the Singapore office, which only uses webmail"
 
 
 @dataclass
@@ -40,6 +48,7 @@ class BrowserStack:
     redis_url: str
     env: dict[str, str]
     icap_port: int
+    portal_port: int
     origin: OriginServer
     squid: SquidProxy
 
@@ -61,7 +70,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
     require_program("chromium")
     base = tmp_path_factory.mktemp("browser")
     config = base / "clearance.yaml"
-    config.write_text(CONFIG, encoding="utf-8")
+    portal_port = free_port()
+    config.write_text(CONFIG.format(portal_port=portal_port), encoding="utf-8")
+    directory = base / "staff.csv"
+    directory.write_text(DIRECTORY, encoding="utf-8")
     with running_redis(base / "redis") as redis_url:
         env = clearance_env(redis_url, config)
         port = free_port()
@@ -78,7 +90,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
                 OriginServer() as origin,
                 SquidProxy(port, ["mail.personal-mail.example", "example.org"], base / "squid") as squid,
             ):
-                built = BrowserStack(redis_url, env, port, origin, squid)
+                built = BrowserStack(redis_url, env, port, portal_port, origin, squid)
+                built.cli("directory", "load", str(directory))
                 built.cli("categories", "add", "webmail", "mail.personal-mail.example")
                 yield built
         finally:
@@ -106,3 +119,53 @@ def test_an_ordinary_site_loads_in_the_browser(stack: BrowserStack) -> None:
         response = page.goto(stack.url("example.org", "/hello"))
         assert response is not None and response.status == 200
         assert "origin-ok" in page.inner_text("body")
+
+
+def request_access(page: Any, url: str, justification: str, days: int) -> str:
+    """From the block page, ask for access; returns the status page's address."""
+    response = page.goto(url)
+    assert response is not None and response.status == 403
+    page.fill("textarea[name=justification]", justification)
+    page.fill("input[name=days]", str(days))
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    assert "/requests/Q" in page.url, page.url
+    return str(page.url)
+
+
+def status_of(page: Any) -> str:
+    classes = page.get_attribute("section.notice", "class") or ""
+    return next(word for word in classes.split() if word in {"pending", "approved", "denied"})
+
+
+def test_request_access_from_the_block_page_then_the_head_approves(stack: BrowserStack) -> None:
+    blocked = stack.url("mail.personal-mail.example", "/inbox")
+    with chromium_page(stack.squid.url, user="alice") as page:
+        status_url = request_access(page, blocked, WHY, 30)
+        assert status_of(page) == "pending"
+        assert WHY in page.inner_text("body") and "alice" in page.inner_text("body")
+        page.screenshot(path=str(SCREENSHOTS / "request-pending.png"), full_page=True)
+        request_id = status_url.split("/requests/")[1].split("?")[0]
+        listed = stack.cli("requests", "list", "--status", "pending")
+        assert request_id in listed and "alice" in listed
+
+        stack.cli("requests", "approve", request_id, "--by", "hfin", "--note", "for the Singapore project")
+        response = page.goto(blocked)  # reload the page that was blocked: it passes now
+        assert response is not None and response.status == 200
+        assert "origin-ok" in page.inner_text("body")
+        page.goto(status_url)
+        assert status_of(page) == "approved"
+        assert "for the Singapore project" in page.inner_text("body")
+
+
+def test_a_denied_request_shows_the_note_and_stays_blocked(stack: BrowserStack) -> None:
+    blocked = stack.url("mail.personal-mail.example", "/compose")
+    with chromium_page(stack.squid.url, user="bob") as page:
+        status_url = request_access(page, blocked, "Need to send files to a supplier from home mail", 7)
+        request_id = status_url.split("/requests/")[1].split("?")[0]
+        stack.cli("requests", "deny", request_id, "--by", "hfin", "--note", "use the departmental mailbox")
+        page.goto(status_url)
+        assert status_of(page) == "denied"
+        assert "use the departmental mailbox" in page.inner_text("body")
+        response = page.goto(blocked)
+        assert response is not None and response.status == 403
