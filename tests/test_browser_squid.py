@@ -38,6 +38,7 @@ DIRECTORY = (
     "user,name,department,groups,heads,delegates\n"
     "alice,Alice Chan,Finance,,,\n"
     "bob,Bob Lee,Finance,,,\n"
+    "carol,Carol Ho,Finance,,,\n"
     "hfin,Henry Fung,Finance,,Finance,\n"
 )
 WHY = "Liaison with the Singapore office, which only uses webmail"
@@ -169,3 +170,13 @@ def test_a_denied_request_shows_the_note_and_stays_blocked(stack: BrowserStack) 
         assert "use the departmental mailbox" in page.inner_text("body")
         response = page.goto(blocked)
         assert response is not None and response.status == 403
+
+
+def test_hostile_justification_never_runs_on_the_status_page(stack: BrowserStack) -> None:
+    payload = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\"> for work"
+    blocked = stack.url("mail.personal-mail.example", "/hostile")
+    with chromium_page(stack.squid.url, user="carol") as page:
+        request_access(page, blocked, payload + " with the overseas partners", 5)
+        assert page.title() != "pwned"
+        assert payload in page.inner_text("body")  # shown as text
+        assert page.locator("dd script, dd img").count() == 0  # nothing became markup
