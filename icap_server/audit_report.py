@@ -32,7 +32,7 @@ from policy.report import (
 )
 from policy.store import PolicyStore
 
-from .cli_support import StoreAction, UsageError, print_table
+from .cli_support import StoreAction, UsageError, local_time, print_table
 from .config import Config
 
 FORMATS = ("table", "csv", "json")
@@ -72,10 +72,6 @@ def _since(text: str | None, zone: ZoneInfo) -> datetime | None:
 def _console() -> Console | None:
     """rich on a terminal; None means plain aligned text."""
     return Console() if sys.stdout.isatty() else None
-
-
-def _local(moment: datetime | None, zone: ZoneInfo, form: str = "%Y-%m-%d %H:%M") -> str:
-    return moment.astimezone(zone).strftime(form) if moment else "-"
 
 
 def _iso(moment: datetime | None, zone: ZoneInfo) -> str | None:
@@ -160,7 +156,7 @@ def render_audit(entries: Sequence[dict[str, str]], zone: ZoneInfo, form: str, c
         at = datetime.fromisoformat(record["time"]) if record["time"] else None
         table.append(
             [
-                _local(at, zone, "%Y-%m-%d %H:%M:%S"),
+                local_time(at, zone, "%Y-%m-%d %H:%M:%S"),
                 record["actor"],
                 record["action"],
                 record["target"],
@@ -245,8 +241,7 @@ def report_record(result: Report, zone: ZoneInfo) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "department": department.department,
             "active": [
-                {"scope": item.scope, "count": item.count, "ids": list(item.ids)}
-                for item in department.active_by_scope
+                {"scope": item.scope, "count": item.count, "ids": list(item.ids)} for item in department.active_by_scope
             ],
         }
         for name in SECTIONS[1:]:
@@ -273,8 +268,8 @@ def render_report(result: Report, zone: ZoneInfo, form: str, console: Console | 
         _write_csv(rows)
         return
     heading = (
-        f"Approval report at {_local(result.now, zone)} ({zone.key}); "
-        f"revocations since {_local(result.since, zone, '%Y-%m-%d')}"
+        f"Approval report at {local_time(result.now, zone)} ({zone.key}); "
+        f"revocations since {local_time(result.since, zone, '%Y-%m-%d')}"
     )
     if console is not None:
         console.print(Text(heading, style="bold"))
@@ -295,20 +290,20 @@ def section_rows(department: DepartmentReport, name: str, zone: ZoneInfo) -> lis
     extra: dict[str, tuple[list[str], Callable[[Listed], list[str]]]] = {
         "expiring": (
             ["LAST DAY", "APPROVER"],
-            lambda item: [_local(item.approval.valid_until - timedelta(seconds=1), zone), item.approval.approver],
+            lambda item: [local_time(item.approval.valid_until - timedelta(seconds=1), zone), item.approval.approver],
         ),
         "review_overdue": (
             ["REVIEW DUE", "APPROVER"],
-            lambda item: [_local(item.approval.review_due, zone), item.approval.approver],
+            lambda item: [local_time(item.approval.review_due, zone), item.approval.approver],
         ),
         "unused": (
             ["USES", "LAST USED", "VALID FROM"],
-            lambda item: [str(item.uses), _local(item.last_used, zone), _local(item.approval.valid_from, zone)],
+            lambda item: [str(item.uses), local_time(item.last_used, zone), local_time(item.approval.valid_from, zone)],
         ),
         "revoked": (
             ["REVOKED", "BY", "REASON"],
             lambda item: [
-                _local(item.approval.revoked_at, zone),
+                local_time(item.approval.revoked_at, zone),
                 item.approval.revoked_by or "-",
                 item.approval.revoke_reason or "-",
             ],

@@ -22,7 +22,7 @@ from policy.store import PolicyStore, StoreError
 
 from .approval_io import HANDLERS as IO_HANDLERS
 from .approval_io import add_io_parsers
-from .cli_support import StoreAction, UsageError, print_table
+from .cli_support import StoreAction, UsageError, local_time, print_fields, print_table
 from .config import Config
 
 
@@ -90,9 +90,7 @@ def add_parsers(commands: Any) -> None:
     directory = commands.add_parser("directory", help="who is in which department, and who approves").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    load = directory.add_parser(
-        "load", help="load a CSV export: user,name,department,groups,heads,delegates[,email]"
-    )
+    load = directory.add_parser("load", help="load a CSV export: user,name,department,groups,heads,delegates[,email]")
     load.add_argument("file", type=Path)
     load.add_argument("--merge", action="store_true", help="update these rows, keep everyone else")
     directory_show = directory.add_parser("show", help="one person's department, groups and approver roles")
@@ -234,10 +232,6 @@ def approvals_review(args: argparse.Namespace, config: Config) -> StoreAction:
     return _change(change, f"review-{decision}")(args, config)
 
 
-def _local(moment: datetime | None, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else "-"
-
-
 def approvals_list(args: argparse.Namespace, config: Config) -> StoreAction:
     user = normalise_username(args.user, config.identity) if args.user else None
     zone = ZoneInfo(config.policy.timezone)
@@ -261,8 +255,8 @@ def approvals_list(args: argparse.Namespace, config: Config) -> StoreAction:
                     f"{approval.subject_kind} {approval.subject}",
                     approval.scope(),
                     str(state),
-                    _local(approval.valid_until - timedelta(seconds=1), zone),
-                    _local(approval.review_due, zone),
+                    local_time(approval.valid_until - timedelta(seconds=1), zone),
+                    local_time(approval.review_due, zone),
                     approval.approver,
                     approval.department or "-",
                     str(usage.get(approval.id, (0, None))[0]),
@@ -290,30 +284,30 @@ def approvals_show(args: argparse.Namespace, config: Config) -> StoreAction:
             ("approver", approval.approver),
             ("justification", approval.justification),
             ("ticket", approval.ticket or "-"),
-            ("created", f"{_local(approval.created_at, zone)} by {approval.created_by}"),
-            ("valid", f"{_local(approval.valid_from, zone)} to {_local(approval.valid_until, zone)}"),
-            ("review due", _local(approval.review_due, zone)),
-            ("used", f"{count} times, last {_local(last_used, zone)}"),
+            ("created", f"{local_time(approval.created_at, zone)} by {approval.created_by}"),
+            ("valid", f"{local_time(approval.valid_from, zone)} to {local_time(approval.valid_until, zone)}"),
+            ("review due", local_time(approval.review_due, zone)),
+            ("used", f"{count} times, last {local_time(last_used, zone)}"),
         ]
         if approval.revoked_at:
             lines.append(
                 (
                     "revoked",
-                    f"{_local(approval.revoked_at, zone)} by {approval.revoked_by}: {approval.revoke_reason or '-'}",
+                    f"{local_time(approval.revoked_at, zone)} by {approval.revoked_by}: "
+                    f"{approval.revoke_reason or '-'}",
                 )
             )
         if approval.suspended_at:
             lines.append(
                 (
                     "suspended",
-                    f"{_local(approval.suspended_at, zone)} by {approval.suspended_by}: "
+                    f"{local_time(approval.suspended_at, zone)} by {approval.suspended_by}: "
                     f"{approval.suspend_reason or '-'}",
                 )
             )
         for item in approval.reviews:
-            lines.append(("review", f"{_local(item.at, zone)} {item.decision} by {item.by}: {item.note or '-'}"))
-        for label, value in lines:
-            print(f"{label + ':':15} {value}")
+            lines.append(("review", f"{local_time(item.at, zone)} {item.decision} by {item.by}: {item.note or '-'}"))
+        print_fields(lines)
         return 0
 
     return action

@@ -18,7 +18,7 @@ from policy.lifecycle import LifecycleError, build_approval, check_authority
 from policy.requests import RequestError, RequestStatus, approved, check_decision, denied, grant_for
 from policy.store import PolicyStore, RequestChanged
 
-from .cli_support import StoreAction, UsageError, print_table
+from .cli_support import StoreAction, UsageError, local_time, print_fields, print_table
 from .config import Config
 from .lifecycle_commands import rules_from
 
@@ -43,10 +43,6 @@ def add_parsers(commands: Any) -> None:
     deny.add_argument("--note", default="", help="why; shown to the requester")
 
 
-def _local(moment: datetime | None, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else "-"
-
-
 def requests_list(args: argparse.Namespace, config: Config) -> StoreAction:
     zone = ZoneInfo(config.policy.timezone)
 
@@ -68,7 +64,7 @@ def requests_list(args: argparse.Namespace, config: Config) -> StoreAction:
                     item.host,
                     str(item.days),
                     item.department or "-",
-                    _local(item.created_at, zone),
+                    local_time(item.created_at, zone),
                     item.decided_by or "-",
                     item.approval_id or "-",
                 )
@@ -95,14 +91,13 @@ def requests_show(args: argparse.Namespace, config: Config) -> StoreAction:
             ("department", item.department or "-"),
             ("approvers", ", ".join(item.approvers) or "-"),
             ("justification", item.justification),
-            ("submitted", _local(item.created_at, zone)),
+            ("submitted", local_time(item.created_at, zone)),
         ]
         if item.decided_at is not None:
-            lines.append(("decided", f"{_local(item.decided_at, zone)} by {item.decided_by}: {item.note or '-'}"))
+            lines.append(("decided", f"{local_time(item.decided_at, zone)} by {item.decided_by}: {item.note or '-'}"))
         if item.approval_id is not None:
-            lines.append(("approval", f"{item.approval_id} until {_local(item.valid_until, zone)}"))
-        for label, value in lines:
-            print(f"{label + ':':15} {value}")
+            lines.append(("approval", f"{item.approval_id} until {local_time(item.valid_until, zone)}"))
+        print_fields(lines)
         return 0
 
     return action
