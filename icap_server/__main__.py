@@ -1,3 +1,3 @@
-from .cli import main
+from icap_server.admin.main import main
 
 raise SystemExit(main())

@@ -307,7 +307,7 @@ def test_rich_tables_on_a_terminal() -> None:
 
     from rich.console import Console
 
-    from icap_server.audit_report import render_audit, render_report
+    from icap_server.admin.audit import render_audit, render_report
     from policy.report import build_report
 
     zone = ZoneInfo("Asia/Hong_Kong")

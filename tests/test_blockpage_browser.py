@@ -135,8 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
 def test_page_under_its_own_csp_is_styled_and_the_form_reaches_the_portal(tmp_path: Path) -> None:
     """Served with its real headers: the CSP lets its styles apply and the form post to the portal, and nothing
     else; the posted token is one the portal accepts."""
-    from icap_server.application import PortalLink
     from icap_server.config import load_config
+    from icap_server.service.application import PortalLink
     from policy.tokens import verify
     from tests.test_blockpages import NOW, answer, application, icap_request
 

@@ -26,10 +26,10 @@ from blockpages.render import (
     RequestForm,
     load_translations,
 )
-from icap_server.application import Application, FixedPolicy, PortalLink, Verdict
 from icap_server.config import BlockPagesConfig, Config, ConfigError, OrganisationConfig, load_config
 from icap_server.protocol import ICAPConnection, Request
-from icap_server.sync import PolicyUnavailable
+from icap_server.service.application import Application, FixedPolicy, PortalLink, Verdict
+from icap_server.service.sync import PolicyUnavailable
 from policy.decision import Action, Decision, Reason
 from policy.identity import Identity
 from policy.state import PolicyState

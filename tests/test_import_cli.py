@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from policy.importers import CategoryMap, SourceError, open_source, scan
+from policy.sources.lists import CategoryMap, SourceError, open_source, scan
 from policy.store import PolicyStore
 from tests.conftest import CLI, clearance_env
 

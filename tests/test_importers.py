@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from policy import importers
 from policy.categories import parse_host_entry
-from policy.importers import (
+from policy.sources import lists as importers
+from policy.sources.lists import (
     NOT_A_HOST,
     PATH_ENTRY,
     CategoryMap,

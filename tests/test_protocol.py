@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from icap_server import responses
-from icap_server.application import SERVICES, Application
 from icap_server.config import Config
 from icap_server.protocol import (
     NEED_DATA,
@@ -34,6 +32,8 @@ from icap_server.protocol import (
     Request,
     Response,
 )
+from icap_server.service import responses
+from icap_server.service.application import SERVICES, Application
 from policy.state import PolicyState
 from tests.support.icap_grammar import ICAPResponse, parse_one, parse_stream
 

@@ -17,7 +17,7 @@ from types import FrameType
 
 import structlog
 
-from .config import Config
+from icap_server.config import Config
 
 log = structlog.get_logger("clearance.supervisor")
 RESTART_BACKOFF_MAX = 5.0
@@ -25,7 +25,7 @@ PORTAL = -1  # the access-request portal's process, kept like a worker under thi
 
 
 def _worker_entry(config: Config, redis_url: str, host: str, port: int, index: int) -> None:
-    from .serve import run_worker
+    from icap_server.runtime.serve import run_worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; workers stop on SIGTERM
     raise SystemExit(run_worker(config, redis_url, host, port, reuse_port=True, index=index))

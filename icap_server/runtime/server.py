@@ -18,10 +18,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from . import responses
-from .application import Application, Verdict
-from .logs import FLUSH_INTERVAL, flush_logs
-from .protocol import (
+from icap_server.protocol import (
     BodyData,
     ConnectionClosed,
     EndOfMessage,
@@ -31,6 +28,9 @@ from .protocol import (
     RemoteProtocolError,
     Request,
 )
+from icap_server.runtime.logs import FLUSH_INTERVAL, flush_logs
+from icap_server.service import responses
+from icap_server.service.application import Application, Verdict
 
 log = structlog.get_logger("clearance.icap")
 access_log = structlog.get_logger("clearance.access")

@@ -49,6 +49,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from icap_server.config import Config, parse_listen
+from icap_server.portal.mail import send_request_mail
+from icap_server.service.application import Application, PortalLink
 from policy.directory import Directory
 from policy.requests import (
     AccessRequest,
@@ -62,15 +65,11 @@ from policy.requests import (
 from policy.store import PolicyStore, StoreError
 from policy.tokens import RequestClaim, TokenError, new_secret, verify
 
-from .application import Application, PortalLink
-from .config import Config, parse_listen
-from .notify import send_request_mail
-
 log = structlog.get_logger("clearance.portal")
 
 MAX_FORM_BYTES = 16 * 1024
 REQUEST_ID_RE = re.compile(r"^Q[0-9]{1,12}$")
-STYLE = (Path(__file__).parent / "portal_templates" / "portal.css").read_text(encoding="utf-8")
+STYLE = (Path(__file__).parent / "templates" / "portal.css").read_text(encoding="utf-8")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -180,7 +179,7 @@ MESSAGES: dict[str, tuple[int, str, str, str, str]] = {
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("icap_server", "portal_templates"),
+        loader=jinja2.PackageLoader("icap_server.portal", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -563,7 +562,7 @@ async def run_portal(config: Config, store: PolicyStore, sock: socket.socket, st
 
 def run_portal_process(config: Config, redis_url: str, sock: socket.socket) -> int:
     """The portal's own process (several workers): stops on SIGTERM from the supervisor."""
-    from .logs import configure_logging
+    from icap_server.runtime.logs import configure_logging
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

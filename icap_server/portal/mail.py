@@ -15,10 +15,9 @@ from zoneinfo import ZoneInfo
 import aiosmtplib
 import structlog
 
+from icap_server.config import SmtpConfig
 from policy.directory import Directory
 from policy.requests import AccessRequest
-
-from .config import SmtpConfig
 
 log = structlog.get_logger("clearance.portal")
 

@@ -13,17 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from icap_server.admin.approval_files import HANDLERS as IO_HANDLERS
+from icap_server.admin.approval_files import add_io_parsers
+from icap_server.admin.support import StoreAction, UsageError, local_time, print_fields, print_table
+from icap_server.config import Config
 from policy.approvals import Approval, SubjectKind
 from policy.categories import validate_category
 from policy.directory import DirectoryError, parse_directory_csv
 from policy.identity import normalise_username
 from policy.lifecycle import GrantRequest, LifecycleError, Rules, build_approval, review, revoke, suspend
 from policy.store import PolicyStore, StoreError
-
-from .approval_io import HANDLERS as IO_HANDLERS
-from .approval_io import add_io_parsers
-from .cli_support import StoreAction, UsageError, local_time, print_fields, print_table
-from .config import Config
 
 
 def rules_from(config: Config) -> Rules:
@@ -382,7 +381,7 @@ def exemptions_add(args: argparse.Namespace, config: Config) -> StoreAction:
 
 
 def exemptions_list(args: argparse.Namespace, config: Config) -> StoreAction:
-    from .config import static_exemptions
+    from icap_server.config import static_exemptions
 
     async def action(store: PolicyStore) -> int:
         rows = [("ID", "NETWORK", "CATEGORIES", "SOURCE", "NOTE")]

@@ -39,15 +39,14 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from icap_server.admin.support import StoreAction, UsageError
+from icap_server.config import Config
 from policy.approvals import Approval, ApprovalStatus, Review, SubjectKind
 from policy.categories import validate_category
 from policy.directory import Directory, Person
 from policy.identity import normalise_username
 from policy.lifecycle import GrantRequest, LifecycleError, Rules, build_approval
 from policy.store import PolicyStore
-
-from .cli_support import StoreAction, UsageError
-from .config import Config
 
 EXPORT_COLUMNS: tuple[str, ...] = tuple(item.name for item in fields(Approval))
 GRANT_COLUMNS = (
@@ -503,7 +502,7 @@ def report_problems(name: str, problems: list[Problem], total: int) -> None:
 
 
 def approvals_import(args: argparse.Namespace, config: Config) -> StoreAction:
-    from .lifecycle_commands import rules_from
+    from icap_server.admin.approvals import rules_from
 
     name = str(args.file)
     if name == "-" and not args.format:

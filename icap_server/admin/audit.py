@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from icap_server.admin.support import StoreAction, UsageError, local_time, print_table
+from icap_server.config import Config
 from policy.report import (
     NO_DEPARTMENT,
     SECTION_TITLES,
@@ -31,9 +33,6 @@ from policy.report import (
     parse_side,
 )
 from policy.store import PolicyStore
-
-from .cli_support import StoreAction, UsageError, local_time, print_table
-from .config import Config
 
 FORMATS = ("table", "csv", "json")
 REPORT_DEFAULT_DAYS = 30

@@ -12,14 +12,13 @@ import socket
 import structlog
 from redis.exceptions import RedisError
 
+from icap_server.admin.main import load_default_lists
+from icap_server.config import Config, static_exemptions
+from icap_server.runtime.logs import configure_logging
+from icap_server.runtime.server import serve
+from icap_server.service.application import Application
+from icap_server.service.sync import PolicySync
 from policy.store import PolicyStore
-
-from .application import Application
-from .cli import load_default_lists
-from .config import Config, static_exemptions
-from .logs import configure_logging
-from .server import serve
-from .sync import PolicySync
 
 log = structlog.get_logger("clearance")
 
@@ -34,7 +33,7 @@ def run_server(config: Config, redis_url: str, host: str, port: int, workers: in
     count = workers or os.cpu_count() or 1
     portal_socket = None
     if config.portal.listen is not None:
-        from .portal import bind_portal
+        from icap_server.portal.app import bind_portal
 
         try:
             portal_socket = bind_portal(config)
@@ -43,11 +42,11 @@ def run_server(config: Config, redis_url: str, host: str, port: int, workers: in
             return 1
     if count == 1:
         return run_worker(config, redis_url, host, port, reuse_port=False, index=None, portal_socket=portal_socket)
-    from .workers import Supervisor
+    from icap_server.runtime.supervisor import Supervisor
 
     portal = None
     if portal_socket is not None:
-        from .portal import run_portal_process
+        from icap_server.portal.app import run_portal_process
 
         portal = functools.partial(run_portal_process, config, redis_url, portal_socket)
     return Supervisor(config, redis_url, host, port, count, portal=portal).run()
@@ -99,7 +98,7 @@ async def _worker_main(
     portal: asyncio.Task[None] | None = None
     portal_stop = asyncio.Event()
     if config.portal.listen is not None:
-        from .portal import attach_portal, run_portal
+        from icap_server.portal.app import attach_portal, run_portal
 
         linking = asyncio.create_task(attach_portal(app, config, store))  # block pages offer the request form
         if portal_socket is not None:  # one worker: the portal shares its loop

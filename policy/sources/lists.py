@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .categories import parse_host_entry, validate_category
+from policy.categories import parse_host_entry, validate_category
 
 Format = Literal["list", "ut1", "csv"]
 FORMATS: tuple[str, ...] = ("auto", "list", "ut1", "csv")

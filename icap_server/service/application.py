@@ -14,17 +14,16 @@ from zoneinfo import ZoneInfo
 
 from blockpages.negotiate import choose_format, choose_language
 from blockpages.render import REQUESTABLE, BlockFacts, Renderer, RequestForm
+from icap_server.config import Config
+from icap_server.protocol import Request, Response
+from icap_server.service import responses
+from icap_server.service.sync import PolicyUnavailable
+from icap_server.service.usage import UsageRecorder
 from policy.decision import Action, Decision, Reason, judge
 from policy.hosts import request_host, request_path
 from policy.identity import Identity, identify
 from policy.state import PolicyState
 from policy.tokens import RequestClaim, sign
-
-from . import responses
-from .config import Config
-from .protocol import Request, Response
-from .sync import PolicyUnavailable
-from .usage import UsageRecorder
 
 SERVICES: dict[str, frozenset[str]] = {
     "/reqmod": frozenset({"REQMOD"}),

@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from blockpages.negotiate import LANGUAGES
-
-from .config import Config
+from icap_server.config import Config
 
 BLOCK_REASONS = (
     "no-approval", "approval-expired", "approval-revoked", "approval-suspended", "not-permitted", "policy-unavailable"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from icap_server.config import Config, static_exemptions
+from icap_server.protocol import ICAPConnection, Request
+from icap_server.service.application import Application, FixedPolicy
 from policy.hosts import request_host
 from policy.store import PolicyStore
-
-from .application import Application, FixedPolicy
-from .config import Config, static_exemptions
-from .protocol import ICAPConnection, Request
 
 
 def synthetic_request(url: str, user: str | None, client_ip: str | None, username_header: str) -> bytes:

@@ -6,8 +6,8 @@ import time
 from collections.abc import Sequence
 from email.utils import formatdate
 
-from . import __version__
-from .protocol import Request, Response, build_http_response_head
+from icap_server import __version__
+from icap_server.protocol import Request, Response, build_http_response_head
 
 SERVER = f"Clearance/{__version__}"
 

@@ -16,17 +16,20 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
+from icap_server import __version__
+from icap_server.admin import approvals as lifecycle_commands
+from icap_server.admin import audit as audit_report
+from icap_server.admin import blockpages as blockpages_command
+from icap_server.admin import requests as requests_command
+from icap_server.admin.imports import add_arguments as add_import_arguments
+from icap_server.admin.imports import categories_import
+from icap_server.admin.support import StoreAction, UsageError, print_table
+from icap_server.config import Config, ConfigError, load_config, parse_listen
+from icap_server.runtime.embedded_redis import EmbeddedRedisError, ensure_embedded_redis
+from icap_server.runtime.logs import configure_logging
 from policy.categories import ListError, default_list, parse_host_entry, parse_host_list, validate_category
 from policy.rules import normalise_path_prefix
 from policy.store import PolicyStore, StoreError
-
-from . import __version__, audit_report, blockpages_command, lifecycle_commands, requests_command
-from .cli_support import StoreAction, UsageError, print_table
-from .config import Config, ConfigError, load_config, parse_listen
-from .embedded_redis import EmbeddedRedisError, ensure_embedded_redis
-from .import_command import add_arguments as add_import_arguments
-from .import_command import categories_import
-from .logs import configure_logging
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
@@ -127,8 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "serve":
         from blockpages.render import check_templates
-
-        from .serve import run_server
+        from icap_server.runtime.serve import run_server
 
         listen = args.listen or config.server.listen
         try:
@@ -252,7 +254,7 @@ async def load_default_lists(store: PolicyStore, config: Config) -> dict[str, in
 
 
 def explain(args: argparse.Namespace, config: Config) -> StoreAction:
-    from .explain import explain_request
+    from icap_server.service.explain import explain_request
 
     url = args.url if "://" in args.url else f"http://{args.url}/"
     user = args.user

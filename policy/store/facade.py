@@ -34,13 +34,13 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError, WatchError
 
-from .approvals import Approval, utc_now
-from .categories import NO_MATCH, CategoryMatch
-from .directory import Directory, Person
-from .hosts import host_suffixes
-from .requests import AccessRequest, RequestStatus
-from .rules import Rule, RuleIndex, RuleKind
-from .state import ApprovalIndex, Exemption, PolicyState
+from policy.approvals import Approval, utc_now
+from policy.categories import NO_MATCH, CategoryMatch
+from policy.directory import Directory, Person
+from policy.hosts import host_suffixes
+from policy.requests import AccessRequest, RequestStatus
+from policy.rules import Rule, RuleIndex, RuleKind
+from policy.state import ApprovalIndex, Exemption, PolicyState
 
 audit_log = structlog.get_logger("clearance.audit")
 

@@ -13,14 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from icap_server.admin.approvals import rules_from
+from icap_server.admin.support import StoreAction, UsageError, local_time, print_fields, print_table
+from icap_server.config import Config
 from policy.identity import normalise_username
 from policy.lifecycle import LifecycleError, build_approval, check_authority
 from policy.requests import RequestError, RequestStatus, approved, check_decision, denied, grant_for
 from policy.store import PolicyStore, RequestChanged
-
-from .cli_support import StoreAction, UsageError, local_time, print_fields, print_table
-from .config import Config
-from .lifecycle_commands import rules_from
 
 
 def add_parsers(commands: Any) -> None:

@@ -1,6 +1,6 @@
 """`clearance categories import`: bulk lists (UT1 / squidGuard trees, host,category CSV, plain lists) into Redis.
 
-The handler reads and checks the whole source before any connection is made (`policy.importers.scan`); the
+The handler reads and checks the whole source before any connection is made (`policy.sources.lists.scan`); the
 action then reads it again in batches straight into `PolicyStore.import_categories`, which stages every
 category's new generation beside the live one and switches all of them in one step. On a terminal, rich
 progress bars show counts and rates on stderr; otherwise only the summary is printed.
@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from icap_server.admin.support import StoreAction, UsageError
 from policy.categories import validate_category
-from policy.importers import (
+from policy.sources.lists import (
     FORMATS,
     SKIP_LABELS,
     CategoryMap,
@@ -33,10 +34,8 @@ from policy.importers import (
 )
 from policy.store import IMPORT_BATCH, PolicyStore
 
-from .cli_support import StoreAction, UsageError
-
 if TYPE_CHECKING:
-    from .config import Config
+    from icap_server.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

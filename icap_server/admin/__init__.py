@@ -1,0 +1,1 @@
+"""The `clearance` admin command: the entry point and one module per command group."""

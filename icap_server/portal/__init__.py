@@ -1,0 +1,1 @@
+"""The access-request web portal: the Starlette app, its security, its templates and its e-mail."""

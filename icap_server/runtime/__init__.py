@@ -1,0 +1,1 @@
+"""The process shell: the asyncio server, `serve`, the worker supervisor, logging setup, embedded Redis."""
