@@ -27,7 +27,7 @@ from blockpages.render import (
     load_translations,
 )
 from icap_server.config import BlockPagesConfig, Config, ConfigError, OrganisationConfig, load_config
-from icap_server.protocol import ICAPConnection, Request
+from icap_server.protocol import ICAPConnection, ICAPRequest
 from icap_server.service.application import Application, FixedPolicy, PortalLink, Verdict
 from icap_server.service.sync import PolicyUnavailable
 from policy.decision import Action, Decision, Reason
@@ -200,7 +200,7 @@ def test_format_from_accept(header: str | None, expected: str) -> None:
 # ---- through the Application, as Squid gets it -------------------------------------------------------------
 
 
-def icap_request(url: str, user: str | None = "alice", *http_headers: str, client_ip: str = "10.0.0.1") -> Request:
+def icap_request(url: str, user: str | None = "alice", *http_headers: str, client_ip: str = "10.0.0.1") -> ICAPRequest:
     host = url.split("://", 1)[1].split("/", 1)[0]
     http = "\r\n".join([f"GET {url} HTTP/1.1", f"Host: {host}", *http_headers]).encode() + b"\r\n\r\n"
     icap = ["REQMOD icap://h/reqmod ICAP/1.0", "Host: h", "Allow: 204", f"X-Client-IP: {client_ip}"]
@@ -210,7 +210,7 @@ def icap_request(url: str, user: str | None = "alice", *http_headers: str, clien
     conn = ICAPConnection()
     conn.receive_data(("\r\n".join(icap) + "\r\n\r\n").encode() + http)
     request = conn.next_event()
-    assert isinstance(request, Request)
+    assert isinstance(request, ICAPRequest)
     return request
 
 
@@ -229,7 +229,7 @@ class Answer:
         return self.body.decode("utf-8")
 
 
-def answer(app: Application, request: Request, verdict: Verdict | None = None) -> Answer:
+def answer(app: Application, request: ICAPRequest, verdict: Verdict | None = None) -> Answer:
     verdict = verdict or app.evaluate(request, NOW)
     conn = _answering(request)
     wire = conn.send(app.respond(request, verdict, conn.can_send_204, None, NOW))
@@ -242,7 +242,7 @@ def answer(app: Application, request: Request, verdict: Verdict | None = None) -
     return Answer(head, http_head, body)
 
 
-def _answering(request: Request) -> ICAPConnection:
+def _answering(request: ICAPRequest) -> ICAPConnection:
     """A connection in the state of having read `request` (send() checks it is answering one)."""
     conn = ICAPConnection()
     http = request.http_request

@@ -26,10 +26,10 @@ from icap_server.protocol import (
     EndOfPreview,
     Headers,
     ICAPConnection,
+    ICAPRequest,
     LocalProtocolError,
     Phase,
     RemoteProtocolError,
-    Request,
     Response,
 )
 from icap_server.service import responses
@@ -108,11 +108,11 @@ def options_request(encapsulated: str | bool = False) -> bytes:
 
 # ---- the driver: plays the server's part, feeding bytes in the given pieces ------------------------------
 
-Responder = Callable[[ICAPConnection, Request, bytes, EndOfPreview | EndOfMessage], bytes]
-Item = Request | BodyData | EndOfPreview | EndOfMessage | ConnectionClosed
+Responder = Callable[[ICAPConnection, ICAPRequest, bytes, EndOfPreview | EndOfMessage], bytes]
+Item = ICAPRequest | BodyData | EndOfPreview | EndOfMessage | ConnectionClosed
 
 
-def answer(conn: ICAPConnection, request: Request, body: bytes) -> Response:
+def answer(conn: ICAPConnection, request: ICAPRequest, body: bytes) -> Response:
     """What Clearance does when it lets a request pass: OPTIONS answer, 204 if allowed, else a full echo."""
     if request.method == "OPTIONS":
         return responses.options(TAG, "REQMOD", 100, 300)
@@ -121,7 +121,7 @@ def answer(conn: ICAPConnection, request: Request, body: bytes) -> Response:
     return responses.unmodified(TAG, request, body if request.has_body else None)
 
 
-def respond(conn: ICAPConnection, request: Request, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
+def respond(conn: ICAPConnection, request: ICAPRequest, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
     """Ask for the rest after every preview; answer every complete message."""
     if isinstance(event, EndOfPreview):
         return conn.send_continue()
@@ -129,7 +129,7 @@ def respond(conn: ICAPConnection, request: Request, body: bytes, event: EndOfPre
 
 
 def respond_in_preview(
-    conn: ICAPConnection, request: Request, body: bytes, event: EndOfPreview | EndOfMessage
+    conn: ICAPConnection, request: ICAPRequest, body: bytes, event: EndOfPreview | EndOfMessage
 ) -> bytes:
     """Decide on the preview: a 204 right away, so the client never sends the rest."""
     return conn.send(answer(conn, request, body))
@@ -149,8 +149,8 @@ class Transcript:
         return b"".join(out for _, out in self.outputs)
 
     @property
-    def requests(self) -> list[Request]:
-        return [event for event in self.events if isinstance(event, Request)]
+    def requests(self) -> list[ICAPRequest]:
+        return [event for event in self.events if isinstance(event, ICAPRequest)]
 
     def parsed(self) -> list[ICAPResponse]:
         return [parse_one(out, method) for method, out in self.outputs]
@@ -166,7 +166,7 @@ def drive(pieces: Iterable[bytes], responder: Responder = respond, *, max_header
     result = Transcript()
     feed = iter(pieces)
     sent_eof = False
-    request: Request | None = None
+    request: ICAPRequest | None = None
     body = bytearray()
     while True:
         try:
@@ -192,7 +192,7 @@ def drive(pieces: Iterable[bytes], responder: Responder = respond, *, max_header
             assert conn.phase is Phase.CLOSING, "we answer at once, so only a closing connection pauses"
             result.end = "paused"
             break
-        assert isinstance(event, Request | BodyData | EndOfPreview | EndOfMessage | ConnectionClosed)
+        assert isinstance(event, ICAPRequest | BodyData | EndOfPreview | EndOfMessage | ConnectionClosed)
         if isinstance(event, BodyData) and result.events and isinstance(result.events[-1], BodyData):
             result.events[-1] = BodyData(result.events[-1].data + event.data)
         else:
@@ -200,7 +200,7 @@ def drive(pieces: Iterable[bytes], responder: Responder = respond, *, max_header
         if isinstance(event, ConnectionClosed):
             result.end = "closed"
             break
-        if isinstance(event, Request):
+        if isinstance(event, ICAPRequest):
             request, body = event, bytearray()
         elif isinstance(event, BodyData):
             assert event.data, "BodyData is never empty"
@@ -241,7 +241,7 @@ def check_error_response(data: bytes, status: int) -> ICAPResponse:
     return parsed
 
 
-def single(result: Transcript) -> Request:
+def single(result: Transcript) -> ICAPRequest:
     (request,) = result.requests
     return request
 
@@ -341,7 +341,7 @@ def test_header_names_are_case_insensitive() -> None:
 def test_allow_is_a_token_list(allow_lines: list[str], tokens: set[str], may_204: bool) -> None:
     seen: list[bool] = []
 
-    def check(conn: ICAPConnection, request: Request, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
+    def check(conn: ICAPConnection, request: ICAPRequest, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
         seen.append(conn.can_send_204)
         return respond(conn, request, body, event)
 
@@ -441,7 +441,7 @@ def test_null_body_with_preview_0_is_complete_at_once() -> None:
 def test_null_body_request_does_not_wait_for_more_bytes() -> None:
     conn = ICAPConnection()
     conn.receive_data(squid_get())
-    assert isinstance(conn.next_event(), Request)
+    assert isinstance(conn.next_event(), ICAPRequest)
     assert conn.next_event() == EndOfMessage()
     assert conn.next_event() is PAUSED
     assert conn.can_send_204
@@ -562,7 +562,9 @@ def test_preview_0_with_body() -> None:
 def test_preview_ending_with_ieof_is_the_whole_message(last: bytes, allow_204: bool) -> None:
     continue_refused: list[bool] = []
 
-    def no_continue(conn: ICAPConnection, request: Request, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
+    def no_continue(
+        conn: ICAPConnection, request: ICAPRequest, body: bytes, event: EndOfPreview | EndOfMessage
+    ) -> bytes:
         if request.preview is not None:
             assert event == EndOfMessage(ieof=True)
             with pytest.raises(LocalProtocolError):
@@ -574,7 +576,7 @@ def test_preview_ending_with_ieof_is_the_whole_message(last: bytes, allow_204: b
     data = icap(req_hdr=http_head("POST"), body=chunks(b"short", last=last), headers=headers) + squid_get()
     result = run_both(data, no_continue)
     assert result.events[1:3] == [BodyData(b"short"), EndOfMessage(ieof=True)]
-    assert isinstance(result.events[3], Request) and result.events[4:] == [EndOfMessage(), ConnectionClosed()]
+    assert isinstance(result.events[3], ICAPRequest) and result.events[4:] == [EndOfMessage(), ConnectionClosed()]
     assert continue_refused == [True, True]
     first = result.parsed()[0]
     assert (first.status, first.body) == ((204, None) if allow_204 else (200, b"short"))
@@ -643,7 +645,7 @@ def test_send_continue_only_when_the_preview_has_ended() -> None:
     with pytest.raises(LocalProtocolError):
         conn.send_continue()  # no request at all
     conn.receive_data(preview_request(4, b"abcd", b"efgh"))
-    assert isinstance(conn.next_event(), Request)
+    assert isinstance(conn.next_event(), ICAPRequest)
     with pytest.raises(LocalProtocolError):
         conn.send_continue()  # the preview has not started
     with pytest.raises(LocalProtocolError):
@@ -676,7 +678,7 @@ def test_can_send_204_only_with_allow_204_or_at_end_of_preview() -> None:
     conn = ICAPConnection()
     assert not conn.can_send_204
     conn.receive_data(icap(req_hdr=http_head("POST"), body=chunks(b"data")))
-    assert isinstance(conn.next_event(), Request)
+    assert isinstance(conn.next_event(), ICAPRequest)
     assert not conn.can_send_204
     assert conn.next_event() == BodyData(b"data")
     assert conn.next_event() == EndOfMessage()
@@ -710,7 +712,7 @@ def test_block_is_icap_200_carrying_http_403() -> None:
     html = "<html><body>已封鎖 blocked</body></html>".encode()
     conn = ICAPConnection()
     conn.receive_data(squid_get("https://mail.example/"))
-    assert isinstance(conn.next_event(), Request) and conn.next_event() == EndOfMessage()
+    assert isinstance(conn.next_event(), ICAPRequest) and conn.next_event() == EndOfMessage()
     response = responses.http_forbidden(TAG, html, "text/html; charset=utf-8", "ab12cd34ef56")
     out = conn.send(response)
     parsed = parse_one(out, "REQMOD")
@@ -732,7 +734,7 @@ def test_block_is_icap_200_carrying_http_403() -> None:
 def test_options_answer() -> None:
     conn = ICAPConnection()
     conn.receive_data(options_request())
-    assert isinstance(conn.next_event(), Request) and conn.next_event() == EndOfMessage()
+    assert isinstance(conn.next_event(), ICAPRequest) and conn.next_event() == EndOfMessage()
     out = conn.send(responses.options(TAG, "REQMOD", 25, 600))
     parsed = parse_one(out, "OPTIONS")
     assert parsed.status == 200
@@ -820,7 +822,7 @@ def test_client_closing_before_the_answer_gets_connection_close() -> None:
     conn = ICAPConnection()
     conn.receive_data(squid_get())
     conn.receive_data(b"")
-    assert isinstance(conn.next_event(), Request) and conn.next_event() == EndOfMessage()
+    assert isinstance(conn.next_event(), ICAPRequest) and conn.next_event() == EndOfMessage()
     assert conn.next_event() is PAUSED
     parsed = parse_one(conn.send(responses.no_content(TAG)))
     assert parsed.tokens("Connection") == {"close"} and not conn.keep_alive
@@ -952,7 +954,7 @@ def test_every_error_response_is_well_formed(status: int) -> None:
 def test_error_in_the_middle_of_a_body() -> None:
     conn = ICAPConnection()
     conn.receive_data(icap(req_hdr=http_head("POST"), body=b"5\r\nhel"))
-    assert isinstance(conn.next_event(), Request)
+    assert isinstance(conn.next_event(), ICAPRequest)
     assert conn.next_event() == BodyData(b"hel")
     assert conn.their_message_in_progress
     check_error_response(conn.send_error(responses.error(TAG, 408)), 408)
@@ -997,7 +999,7 @@ def test_their_message_in_progress() -> None:
     conn.receive_data(b"RE")
     assert conn.their_message_in_progress
     conn.receive_data(preview_request(2, b"ab", b"cd")[2:])
-    assert isinstance(conn.next_event(), Request) and conn.their_message_in_progress
+    assert isinstance(conn.next_event(), ICAPRequest) and conn.their_message_in_progress
     assert conn.next_event() == BodyData(b"ab") and conn.next_event() == EndOfPreview()
     assert not conn.their_message_in_progress  # now it is our turn
     conn.send_continue()
@@ -1009,7 +1011,7 @@ def test_local_misuse_is_refused() -> None:
     with pytest.raises(LocalProtocolError):
         conn.send(responses.no_content(TAG))  # nothing to answer yet
     conn.receive_data(icap(req_hdr=http_head(), headers=[("Allow", "204")]))
-    assert isinstance(conn.next_event(), Request) and conn.next_event() == EndOfMessage()
+    assert isinstance(conn.next_event(), ICAPRequest) and conn.next_event() == EndOfMessage()
     for bad in [
         Response(100, [("ISTag", TAG)]),  # 100 only through send_continue
         Response(200, [("Date", "x")]),  # no ISTag
@@ -1068,7 +1070,7 @@ def test_routing_404_and_405(data: bytes, status: int) -> None:
     app = Application(Config(), policy)
     statuses: list[int] = []
 
-    def route(conn: ICAPConnection, request: Request, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
+    def route(conn: ICAPConnection, request: ICAPRequest, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
         verdict = app.evaluate(request, NOW)
         statuses.append(verdict.status)
         return conn.send(app.respond(request, verdict, conn.can_send_204, body, NOW))
@@ -1088,7 +1090,7 @@ def test_routing_options() -> None:
     conn = ICAPConnection()
     conn.receive_data(options_request())
     request = conn.next_event()
-    assert isinstance(request, Request) and conn.next_event() == EndOfMessage()
+    assert isinstance(request, ICAPRequest) and conn.next_event() == EndOfMessage()
     verdict = app.evaluate(request, NOW)
     assert verdict.status == 0 and policy.state_reads == 0
     parsed = parse_one(conn.send(app.respond(request, verdict, conn.can_send_204, None, NOW)), "OPTIONS")
@@ -1199,7 +1201,7 @@ def test_one_thousand_mixed_transactions_on_one_connection() -> None:
     assert any(plan.body == b"" for plan in plans)
     data = b"".join(plan.data for plan in plans)
 
-    def stress(conn: ICAPConnection, request: Request, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
+    def stress(conn: ICAPConnection, request: ICAPRequest, body: bytes, event: EndOfPreview | EndOfMessage) -> bytes:
         plan = plans[int(request.headers.get("X-Txn") or "-1")]
         if isinstance(event, EndOfPreview):
             assert plan.plan in ("continue", "answer") and body == plan.preview_part
@@ -1215,9 +1217,9 @@ def test_one_thousand_mixed_transactions_on_one_connection() -> None:
     assert whole.transactions == 1000
 
     # per transaction: the request as parsed, and the de-chunked bytes between it and the next one
-    seen: list[tuple[Request, bytes]] = []
+    seen: list[tuple[ICAPRequest, bytes]] = []
     for event in whole.events:
-        if isinstance(event, Request):
+        if isinstance(event, ICAPRequest):
             seen.append((event, b""))
         elif isinstance(event, BodyData):
             seen[-1] = (seen[-1][0], seen[-1][1] + event.data)

@@ -71,16 +71,6 @@ ImportFormat = Literal["csv", "yaml", "json"]
 SUFFIXES: dict[str, ImportFormat] = {".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 Values: TypeAlias = dict[str, Any]
 
-# Above both the counter and every id in the file, so a new grant never takes an id the file restores.
-RESERVE_IDS_SCRIPT = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local floor = tonumber(ARGV[1])
-if current < floor then current = floor end
-local last = current + tonumber(ARGV[2])
-redis.call('SET', KEYS[1], last)
-return last
-"""
-
 
 class RowError(ValueError):
     """What is wrong with one row."""
@@ -571,11 +561,7 @@ def approvals_import(args: argparse.Namespace, config: Config) -> StoreAction:
         new_ids = ""
         if grants:
             floor = max((int(approval.id[1:]) for _, approval in records), default=0)
-            last = int(
-                await store.client.eval(
-                    RESERVE_IDS_SCRIPT, 1, store.key("approval", "seq"), str(floor), str(len(grants))
-                )
-            )
+            last = await store.reserve_approval_ids(floor, len(grants))
             first = last - len(grants) + 1
             grants = [replace(approval, id=f"A{first + index}") for index, approval in enumerate(grants)]
             new_ids = f" (A{first}-A{last})" if len(grants) > 1 else f" ({grants[0].id})"

@@ -11,7 +11,12 @@ from blockpages.negotiate import LANGUAGES
 from icap_server.config import Config
 
 BLOCK_REASONS = (
-    "no-approval", "approval-expired", "approval-revoked", "approval-suspended", "not-permitted", "policy-unavailable"
+    "no-approval",
+    "approval-expired",
+    "approval-revoked",
+    "approval-suspended",
+    "not-permitted",
+    "policy-unavailable",
 )
 
 

@@ -77,9 +77,7 @@ def parse_maps(values: Sequence[str]) -> dict[str, str]:
 def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
     path = Path(args.path)
     try:
-        cmap = CategoryMap(config.import_.category_map, config.import_.only_mapped).with_overrides(
-            parse_maps(args.map)
-        )
+        cmap = CategoryMap(config.import_.category_map, config.import_.only_mapped).with_overrides(parse_maps(args.map))
         source = open_source(path, args.format, args.category)
     except (SourceError, ValueError) as error:
         raise _usage(str(error)) from None

@@ -11,10 +11,7 @@ import asyncio
 import base64
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-
-from redis.exceptions import RedisError
 
 from icap_server import __version__
 from icap_server.admin import approvals as lifecycle_commands
@@ -27,9 +24,9 @@ from icap_server.admin.support import StoreAction, UsageError, print_table
 from icap_server.config import Config, ConfigError, load_config, parse_listen
 from icap_server.runtime.embedded_redis import EmbeddedRedisError, ensure_embedded_redis
 from icap_server.runtime.logs import configure_logging
-from policy.categories import ListError, default_list, parse_host_entry, parse_host_list, validate_category
+from policy.categories import ListError, parse_host_entry, parse_host_list, validate_category
 from policy.rules import normalise_path_prefix
-from policy.store import PolicyStore, StoreError
+from policy.store import PolicyStore, StoreError, StoreUnavailable
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
@@ -120,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, EmbeddedRedisError, StoreError) as error:
         print(f"clearance: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except RedisError as error:
+    except StoreUnavailable as error:
         print(f"clearance: Redis is not reachable: {error}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
@@ -231,23 +228,6 @@ def categories_stats(args: argparse.Namespace, config: Config) -> StoreAction:
         return 0
 
     return action
-
-
-async def load_default_lists(store: PolicyStore, config: Config) -> dict[str, int]:
-    """Load the shipped lists into an empty store, once (an admin who empties a list keeps it empty)."""
-    marker = store.key("meta", "defaults-loaded")
-    if not config.policy.load_default_lists or await store.client.exists(marker):
-        return {}
-    loaded: dict[str, int] = {}
-    if await store.is_empty():
-        for category in config.policy.restricted_categories:
-            try:
-                hosts = default_list(category)
-            except FileNotFoundError:
-                continue  # no shipped list for a category the admin invented
-            loaded[category] = await store.add_hosts(category, hosts)
-    await store.client.set(marker, datetime.now(UTC).isoformat())
-    return loaded
 
 
 # ---- explain -------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ from zoneinfo import ZoneInfo
 import jinja2
 import structlog
 import uvicorn
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.datastructures import MutableHeaders
@@ -62,7 +61,7 @@ from policy.requests import (
     same_address,
     submission_problem,
 )
-from policy.store import PolicyStore, StoreError
+from policy.store import PolicyStore, StoreError, StoreUnavailable
 from policy.tokens import RequestClaim, TokenError, new_secret, verify
 
 log = structlog.get_logger("clearance.portal")
@@ -233,7 +232,7 @@ async def wait_for_secret(config: Config, store: PolicyStore) -> str:
     while True:
         try:
             return await portal_secret(config, store)
-        except (RedisError, OSError) as error:
+        except (StoreUnavailable, OSError) as error:
             log.error("portal_secret_unavailable", error=str(error), retry_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -280,7 +279,7 @@ class Portal:
         ]
         handlers: dict[Any, Any] = {
             HTTPException: self._http_error,
-            RedisError: self._unavailable,
+            StoreUnavailable: self._unavailable,
             OSError: self._unavailable,
         }
         self.app = SecurityHeaders(Starlette(routes=routes, exception_handlers=handlers))
@@ -359,7 +358,10 @@ class Portal:
         )
         if claim.client_ip and not same_address(address, claim.client_ip):
             log.warning(
-                "request_refused", reason="other-computer", user=claim.user, client_ip=address,
+                "request_refused",
+                reason="other-computer",
+                user=claim.user,
+                client_ip=address,
                 token_client_ip=claim.client_ip,
             )
             return self.message("other-computer")
@@ -446,8 +448,12 @@ class Portal:
         )
         log.info(
             "request_submitted" if created else "request_already_open",
-            request=stored.id, user=stored.user, category=stored.category, host=stored.host,
-            department=stored.department or None, days=stored.days,
+            request=stored.id,
+            user=stored.user,
+            category=stored.category,
+            host=stored.host,
+            department=stored.department or None,
+            days=stored.days,
         )
         background = None
         if created and self.config.smtp.host is not None:

@@ -11,7 +11,7 @@ from .events import (
     EndOfMessage,
     EndOfPreview,
     Event,
-    Request,
+    ICAPRequest,
     Response,
 )
 from .headers import Headers
@@ -32,11 +32,11 @@ __all__ = [
     "HTTPResponseHead",
     "Headers",
     "ICAPConnection",
+    "ICAPRequest",
     "LocalProtocolError",
     "Phase",
     "ProtocolError",
     "RemoteProtocolError",
-    "Request",
     "Response",
     "build_http_response_head",
     "chunked",

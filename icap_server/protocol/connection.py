@@ -24,7 +24,7 @@ from .events import (
     EndOfMessage,
     EndOfPreview,
     Event,
-    Request,
+    ICAPRequest,
     Response,
     _NeedData,
     _Paused,
@@ -72,7 +72,7 @@ class ICAPConnection:
     # ---- per-transaction state -------------------------------------------------------------
 
     def _reset_transaction(self) -> None:
-        self.request: Request | None = None
+        self.request: ICAPRequest | None = None
         self._pending: tuple[str, str, str, Headers, Encapsulated, int | None] | None = None
         self._in_preview = False
         self._preview_bytes = 0
@@ -198,7 +198,7 @@ class ICAPConnection:
                 preview = int(preview_text)
         return method, uri, service, headers, encapsulated, preview
 
-    def _read_encapsulated_headers(self) -> Request | ConnectionClosed | _NeedData:
+    def _read_encapsulated_headers(self) -> ICAPRequest | ConnectionClosed | _NeedData:
         assert self._pending is not None
         method, uri, service, headers, encapsulated, preview = self._pending
         if len(self._buffer) < encapsulated.body_offset:
@@ -212,7 +212,7 @@ class ICAPConnection:
             else:
                 http_response = parse_http_response_head(raw)
         del self._buffer[: encapsulated.body_offset]
-        request = Request(
+        request = ICAPRequest(
             method=method,
             uri=uri,
             service=service,

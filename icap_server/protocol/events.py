@@ -13,7 +13,7 @@ from .http import HTTPRequestHead, HTTPResponseHead
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class ICAPRequest:
     """An ICAP request head, with the encapsulated HTTP heads already parsed."""
 
     method: str
@@ -78,7 +78,7 @@ NEED_DATA = _NeedData()
 PAUSED = _Paused()
 """The client's message is complete (or its preview is); nothing more is read until we answer."""
 
-Event = Request | BodyData | EndOfPreview | EndOfMessage | ConnectionClosed
+Event = ICAPRequest | BodyData | EndOfPreview | EndOfMessage | ConnectionClosed
 
 
 @dataclass(frozen=True, slots=True)

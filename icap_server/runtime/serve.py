@@ -10,15 +10,14 @@ import os
 import socket
 
 import structlog
-from redis.exceptions import RedisError
 
-from icap_server.admin.main import load_default_lists
 from icap_server.config import Config, static_exemptions
 from icap_server.runtime.logs import configure_logging
 from icap_server.runtime.server import serve
 from icap_server.service.application import Application
+from icap_server.service.defaults import load_default_lists
 from icap_server.service.sync import PolicySync
-from policy.store import PolicyStore
+from policy.store import PolicyStore, StoreUnavailable
 
 log = structlog.get_logger("clearance")
 
@@ -79,7 +78,7 @@ async def _prepare_store(config: Config, redis_url: str) -> None:
         loaded = await load_default_lists(store, config)
         if loaded:
             log.info("default_lists_loaded", entries=loaded)
-    except RedisError as error:
+    except StoreUnavailable as error:
         # Start anyway: requests get a policy-unavailable block page (fail closed) until Redis is back.
         log.error("redis_unavailable", error=str(error), url=redact(redis_url))
     finally:

@@ -24,9 +24,9 @@ from icap_server.protocol import (
     EndOfMessage,
     EndOfPreview,
     ICAPConnection,
+    ICAPRequest,
     LocalProtocolError,
     RemoteProtocolError,
-    Request,
 )
 from icap_server.runtime.logs import FLUSH_INTERVAL, flush_logs
 from icap_server.service import responses
@@ -38,7 +38,7 @@ access_log = structlog.get_logger("clearance.access")
 
 @dataclass(slots=True)
 class Transaction:
-    request: Request
+    request: ICAPRequest
     verdict: Verdict
     started: float
     keep_body: bool
@@ -106,8 +106,8 @@ class ICAPProtocol(asyncio.Protocol):
                 self._fail(problem.status)
                 return
             kind = type(event)
-            if kind is Request:
-                assert isinstance(event, Request)
+            if kind is ICAPRequest:
+                assert isinstance(event, ICAPRequest)
                 started = time.perf_counter()
                 try:
                     # No policy loaded yet is not an error here: the verdict is a policy-unavailable block.

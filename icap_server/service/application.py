@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from blockpages.negotiate import choose_format, choose_language
 from blockpages.render import REQUESTABLE, BlockFacts, Renderer, RequestForm
 from icap_server.config import Config
-from icap_server.protocol import Request, Response
+from icap_server.protocol import ICAPRequest, Response
 from icap_server.service import responses
 from icap_server.service.sync import PolicyUnavailable
 from icap_server.service.usage import UsageRecorder
@@ -115,7 +115,7 @@ class Application:
     def istag(self) -> str:
         return responses.istag(self.policy.version)
 
-    def evaluate(self, request: Request, now: datetime) -> Verdict:
+    def evaluate(self, request: ICAPRequest, now: datetime) -> Verdict:
         """Route and judge a request from in-memory policy; before the first load, block (policy-unavailable)."""
         methods = SERVICES.get(request.service)
         if methods is None:
@@ -152,12 +152,12 @@ class Application:
         reference = secrets.token_hex(6) if decision.blocked else None
         return Verdict(0, identity, host, decision, state.version, reference)
 
-    def keeps_body(self, request: Request, verdict: Verdict) -> bool:
+    def keeps_body(self, request: ICAPRequest, verdict: Verdict) -> bool:
         """The body is only kept when it must be echoed back: a pass the client did not allow a 204 for."""
         return not verdict.status and not verdict.blocked and "204" not in request.allow
 
     def respond(
-        self, request: Request, verdict: Verdict, can_send_204: bool, body: bytes | None, now: datetime
+        self, request: ICAPRequest, verdict: Verdict, can_send_204: bool, body: bytes | None, now: datetime
     ) -> Response:
         tag = responses.istag(verdict.version)
         if verdict.status:
@@ -172,7 +172,7 @@ class Application:
             return responses.no_content(tag)
         return responses.unmodified(tag, request, body if request.has_body else None)
 
-    def block_page(self, request: Request, verdict: Verdict, now: datetime) -> Response:
+    def block_page(self, request: ICAPRequest, verdict: Verdict, now: datetime) -> Response:
         """The HTTP 403 for a block: HTML, JSON or plain text (Accept), English or Chinese (Accept-Language)."""
         decision = verdict.decision
         assert decision is not None and verdict.reference is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from icap_server.config import Config, static_exemptions
-from icap_server.protocol import ICAPConnection, Request
+from icap_server.protocol import ICAPConnection, ICAPRequest
 from icap_server.service.application import Application, FixedPolicy
 from policy.hosts import request_host
 from policy.store import PolicyStore
@@ -30,7 +30,7 @@ async def explain_request(
     conn = ICAPConnection()
     conn.receive_data(synthetic_request(url, user, client_ip, config.identity.username_header))
     request = conn.next_event()
-    assert isinstance(request, Request)
+    assert isinstance(request, ICAPRequest)
     assert request.http_request is not None
     host = request_host(request.http_request.method, request.http_request.target, None)
     state = await store.state_for(host)  # only this host's list entries, not the whole index

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from email.utils import formatdate
 
 from icap_server import __version__
-from icap_server.protocol import Request, Response, build_http_response_head
+from icap_server.protocol import ICAPRequest, Response, build_http_response_head
 
 SERVER = f"Clearance/{__version__}"
 
@@ -66,7 +66,7 @@ def no_content(tag: str) -> Response:
     return found
 
 
-def unmodified(tag: str, request: Request, body: bytes | None) -> Response:
+def unmodified(tag: str, request: ICAPRequest, body: bytes | None) -> Response:
     """Pass a message on unchanged when 204 is not allowed: a 200 echoing it in full."""
     if request.http_response is not None:
         return Response(200, base_headers(tag), http_response_head=request.http_response.raw, body=body)

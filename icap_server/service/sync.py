@@ -20,11 +20,10 @@ import time
 
 import structlog
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
 
 from policy.rules import RuleIndex
 from policy.state import ApprovalIndex, Exemption, PolicyState
-from policy.store import Change, PolicyStore
+from policy.store import Change, PolicyStore, StoreUnavailable
 
 log = structlog.get_logger("clearance.sync")
 
@@ -65,10 +64,10 @@ class PolicySync:
                 await self.resync("start" if self._state is None else "reconnect")
                 delay = 0.1
                 await self._follow(pubsub)
-            except (RedisError, OSError) as error:
+            except (StoreUnavailable, OSError) as error:
                 log.warning("policy_sync_interrupted", error=str(error), retry_in_s=delay)
             finally:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(StoreUnavailable, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -11,9 +11,8 @@ import contextlib
 from datetime import datetime
 
 import structlog
-from redis.exceptions import RedisError
 
-from policy.store import PolicyStore
+from policy.store import PolicyStore, StoreUnavailable
 
 log = structlog.get_logger("clearance.usage")
 
@@ -36,7 +35,7 @@ class UsageRecorder:
             return
         try:
             await store.record_usage(pending)
-        except (RedisError, OSError) as error:
+        except (StoreUnavailable, OSError) as error:
             log.warning("usage_not_recorded", error=str(error), approvals=len(pending))
             for approval_id, (count, last) in pending.items():  # keep them for the next try
                 old_count, old_last = self._pending.get(approval_id, (0, last))

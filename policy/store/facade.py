@@ -32,7 +32,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 
 from policy.approvals import Approval, utc_now
 from policy.categories import NO_MATCH, CategoryMatch
@@ -90,6 +90,16 @@ redis.call('PUBLISH', KEYS[3], version .. ' ' .. ARGV[1])
 return version
 """
 
+# Above both the counter and every id in the file, so a new grant never takes an id the file restores.
+RESERVE_IDS_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if current < floor then current = floor end
+local last = current + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], last)
+return last
+"""
+
 # A retired generation outlives the switch briefly, so a reader that fetched the old generation number
 # just before the switch still finds its entries (never an empty category).
 RETIRED_TTL_S = 300
@@ -99,6 +109,10 @@ AUDIT_HOSTS = 20  # hosts named in a `categories add/load` audit entry (the coun
 ADD_BATCH = 1000
 IMPORT_BATCH = 5000
 LOAD_BATCH = 20000
+
+
+# Any failure to reach or talk to Redis. Callers catch this name, so only the store imports redis.
+StoreUnavailable = RedisError
 
 
 class StoreError(Exception):
@@ -137,6 +151,7 @@ class PolicyStore:
         self._bump = client.register_script(BUMP_SCRIPT)
         self._add_hosts = client.register_script(ADD_HOSTS_SCRIPT)
         self._switch = client.register_script(SWITCH_SCRIPT)
+        self._reserve_ids = client.register_script(RESERVE_IDS_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "clearance:") -> PolicyStore:
@@ -317,6 +332,13 @@ class PolicyStore:
     async def category_sizes(self) -> dict[str, int]:
         return await self._sizes(await self.generations())
 
+    async def defaults_loaded(self) -> bool:
+        """Whether the shipped lists were loaded once already (an admin who empties a list keeps it empty)."""
+        return bool(await self.client.exists(self.key("meta", "defaults-loaded")))
+
+    async def mark_defaults_loaded(self) -> None:
+        await self.client.set(self.key("meta", "defaults-loaded"), datetime.now(UTC).isoformat())
+
     async def is_empty(self) -> bool:
         return not await self.client.exists(self.key("categories"))
 
@@ -324,6 +346,10 @@ class PolicyStore:
 
     async def next_approval_id(self) -> str:
         return f"A{await self.client.incr(self.key('approval', 'seq'))}"
+
+    async def reserve_approval_ids(self, floor: int, count: int) -> int:
+        """Reserve `count` ids above both the counter and `floor` (ids an import restores); the last one."""
+        return int(await self._reserve_ids(keys=[self.key("approval", "seq")], args=[floor, count]))
 
     async def get_approval(self, approval_id: str) -> Approval:
         text = await self.client.hget(self.key("approvals"), approval_id)
