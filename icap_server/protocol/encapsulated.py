@@ -34,12 +34,6 @@ class Encapsulated:
     def has_body(self) -> bool:
         return self.body != "null-body"
 
-    def section(self, name: str) -> tuple[int, int] | None:
-        for section_name, start, end in self.sections:
-            if section_name == name:
-                return start, end
-        return None
-
     def __str__(self) -> str:
         items = [f"{name}={start}" for name, start, _ in self.sections]
         items.append(f"{self.body}={self.body_offset}")

@@ -26,7 +26,7 @@ FIELD_RE = re.compile(r"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n\x00]*)\r\n
 class Headers:
     """An ordered, case-insensitive multi-map of header fields."""
 
-    __slots__ = ("_fields", "_index", "_tokens")
+    __slots__ = ("_fields", "_index")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
         self._fields: list[tuple[str, str]] = list(fields) if fields else []
@@ -38,7 +38,6 @@ class Headers:
             else:
                 index[key] = [value]
         self._index = index
-        self._tokens: dict[str, frozenset[str]] = {}
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The field's value; repeated fields are joined with ", " as RFC 9110 allows for list fields."""
