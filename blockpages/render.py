@@ -10,34 +10,30 @@ among the built-in ones. `Renderer` compiles every template and renders each pag
 for every reason and language when it is made, so a broken template stops `clearance serve` at start-up with
 the template's name and line, instead of breaking pages at request time.
 
-Messages are gettext catalogs (`locale/zh_HK/LC_MESSAGES/messages.po`); the English text is the message id.
+Messages come from the one bilingual catalog (`catalog.py`, `locale/zh_HK/LC_MESSAGES/messages.po`); the English
+text is the message id. What the pages need from outside is a `PageSettings`: the library reads no server config.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import re
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import NullTranslations, Translations
 
-from icap_server.config import Config, ConfigError
-
+from .catalog import N_, category_label, load_translations, translator
 from .negotiate import LANGUAGES, Format, Language
+from .settings import PageSettings, TemplateError
 
 LOGO_MAX_BYTES = 128 * 1024
 DISPLAY_CHARS = 80  # host and path longer than this are shortened on the page (in full in JSON)
@@ -47,22 +43,7 @@ TEMPLATE_SUFFIXES = (".html", ".htm", ".txt")
 REQUESTABLE = frozenset({"no-approval", "approval-expired", "approval-revoked", "approval-suspended"})
 
 
-class BlockPageError(ConfigError):
-    """A block-page template or branding file that cannot be used; one line, naming the file (and line)."""
-
-
-def N_(message: str) -> str:
-    """Marks a message for extraction (`pybabel extract -k N_`); translated where it is shown."""
-    return message
-
-
 HEADING = N_("Access to this site is blocked")
-
-CATEGORY_LABELS: dict[str, str] = {
-    "webmail": N_("personal webmail"),
-    "cloud-storage": N_("public cloud storage"),
-    "web-im": N_("web instant messaging"),
-}
 
 # What happened, one distinct plain-language message per reason. %(category)s is the category's label.
 REASON_MESSAGES: dict[str, str] = {
@@ -90,7 +71,6 @@ REASON_MESSAGES: dict[str, str] = {
     ),
 }
 UNKNOWN_REASON = N_("The web filter blocked this request.")
-UNKNOWN_CATEGORY = N_("this service")
 
 # What to do about it, for the reasons where the organisation's own how-to-request text does not fit.
 ADVICE: dict[str, str] = {
@@ -150,28 +130,6 @@ class Rendered:
     headers: tuple[tuple[str, str], ...]  # Content-Security-Policy, Content-Language, Vary
 
 
-# ---- catalogs ---------------------------------------------------------------------------------------------
-
-
-def load_translations() -> dict[Language, NullTranslations]:
-    """English is the message ids; Chinese is read from the .po at start (no compiled .mo to keep in step)."""
-    source = resources.files("blockpages") / "locale" / "zh_HK" / "LC_MESSAGES" / "messages.po"
-    with source.open("rb") as handle:
-        catalog = read_po(handle, locale="zh_HK")
-    compiled = io.BytesIO()
-    write_mo(compiled, catalog)  # fuzzy entries are left out, as msgfmt does
-    compiled.seek(0)
-    return {"en": NullTranslations(), "zh-HK": Translations(fp=compiled, domain="messages")}
-
-
-def _translator(translations: NullTranslations) -> Callable[..., str]:
-    def translate(message: str, **values: object) -> str:
-        text = translations.gettext(message)
-        return text % values if values else text
-
-    return translate
-
-
 # ---- branding -----------------------------------------------------------------------------------------------
 
 
@@ -180,9 +138,9 @@ def logo_data_uri(path: str) -> str:
     try:
         data = Path(path).read_bytes()
     except OSError as error:
-        raise BlockPageError(f"blockpages.logo: {path}: cannot read it: {error.strerror or error}") from None
+        raise TemplateError(f"blockpages.logo: {path}: cannot read it: {error.strerror or error}") from None
     if len(data) > LOGO_MAX_BYTES:
-        raise BlockPageError(
+        raise TemplateError(
             f"blockpages.logo: {path} is {len(data)} bytes; a logo may be at most {LOGO_MAX_BYTES} bytes "
             "(it is sent inside every block page)"
         )
@@ -193,7 +151,7 @@ def logo_data_uri(path: str) -> str:
     elif b"<svg" in data[:4096]:
         media = "image/svg+xml"  # in an <img>, an SVG's own scripts never run
     else:
-        raise BlockPageError(f"blockpages.logo: {path} is not a PNG, JPEG or SVG image")
+        raise TemplateError(f"blockpages.logo: {path} is not a PNG, JPEG or SVG image")
     return f"data:{media};base64,{base64.b64encode(data).decode('ascii')}"
 
 
@@ -231,20 +189,20 @@ def content_security_policy(html: str, form: RequestForm | None) -> str:
 
 
 class Renderer:
-    """Block pages for one configuration; made once per process (Application), checked when made."""
+    """Block pages for one set of settings; made once per process (Application), checked when made."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        pages = config.blockpages
-        self.zone = ZoneInfo(config.policy.timezone)
-        self.logo = logo_data_uri(pages.logo) if pages.logo else None
+    def __init__(self, settings: PageSettings) -> None:
+        self.settings = settings
+        brand = settings.branding
+        self.zone = ZoneInfo(settings.timezone)
+        self.logo = logo_data_uri(brand.logo) if brand.logo else None
         self.translations = load_translations()
-        self.translate = {language: _translator(self.translations[language]) for language in LANGUAGES}
+        self.translate = {language: translator(language) for language in LANGUAGES}
         loaders: list[jinja2.BaseLoader] = []
-        if pages.template_dir is not None:
-            if not Path(pages.template_dir).is_dir():
-                raise BlockPageError(f"blockpages.template_dir: {pages.template_dir} is not a directory")
-            loaders.append(jinja2.FileSystemLoader(pages.template_dir))
+        if settings.template_dir is not None:
+            if not Path(settings.template_dir).is_dir():
+                raise TemplateError(f"blockpages.template_dir: {settings.template_dir} is not a directory")
+            loaders.append(jinja2.FileSystemLoader(settings.template_dir))
         loaders.append(jinja2.PackageLoader("blockpages", "templates"))
         loader = jinja2.ChoiceLoader(loaders)
         self.environments = {language: self._environment(loader, language) for language in LANGUAGES}
@@ -282,13 +240,7 @@ class Renderer:
 
     def message(self, facts: BlockFacts, language: Language) -> str:
         template = REASON_MESSAGES.get(facts.reason, UNKNOWN_REASON)
-        return self.translate[language](template, category=self.category_label(facts.category, language))
-
-    def category_label(self, category: str | None, language: Language) -> str:
-        if category is None:
-            return self.translate[language](UNKNOWN_CATEGORY)
-        label = CATEGORY_LABELS.get(category)
-        return self.translate[language](label) if label else category
+        return self.translate[language](template, category=category_label(facts.category, language))
 
     def json(self, facts: BlockFacts, form: RequestForm | None) -> bytes:
         document = {
@@ -310,10 +262,9 @@ class Renderer:
     def context(self, facts: BlockFacts, language: Language, form: RequestForm | None) -> dict[str, Any]:
         other: Language = "zh-HK" if language == "en" else "en"
         translate, other_translate = self.translate[language], self.translate[other]
-        organisation = self.config.organisation
-        pages = self.config.blockpages
-        names = {"en": organisation.name_en, "zh-HK": organisation.name_zh}
-        how_to = {"en": organisation.how_to_request_en, "zh-HK": organisation.how_to_request_zh}
+        brand = self.settings.branding
+        names = {"en": brand.name_en, "zh-HK": brand.name_zh}
+        how_to = {"en": brand.how_to_request_en, "zh-HK": brand.how_to_request_zh}
         host, path, user = printable(facts.host), printable(facts.path), facts.user and printable(facts.user)
         advice = ADVICE.get(facts.reason)
         return {
@@ -331,8 +282,8 @@ class Renderer:
                 "path": path,
                 "path_short": shorten(path),
                 "category": facts.category,
-                "category_label": self.category_label(facts.category, language),
-                "category_label_other": self.category_label(facts.category, other),
+                "category_label": category_label(facts.category, language),
+                "category_label_other": category_label(facts.category, other),
                 "user": user,
                 "client_ip": facts.client_ip,
                 "reason": facts.reason,
@@ -343,19 +294,19 @@ class Renderer:
             "org": {
                 "name": names[language],
                 "name_other": names[other],
-                "name_en": organisation.name_en,
-                "name_zh": organisation.name_zh,
+                "name_en": brand.name_en,
+                "name_zh": brand.name_zh,
                 "how_to_request": how_to[language],
-                "contact": organisation.contact,
+                "contact": brand.contact,
             },
             "brand": {
                 "logo": self.logo,
-                "primary": pages.primary_colour,
-                "accent": pages.accent_colour,
-                "contact_email": pages.contact_email,
-                "contact_phone": pages.contact_phone,
-                "contact_url": pages.contact_url,
-                "policy_url": pages.policy_url,
+                "primary": brand.primary_colour,
+                "accent": brand.accent_colour,
+                "contact_email": brand.contact_email,
+                "contact_phone": brand.contact_phone,
+                "contact_url": brand.contact_url,
+                "policy_url": brand.policy_url,
             },
             "form": form,
         }
@@ -363,7 +314,7 @@ class Renderer:
     # ---- start-up check ---------------------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Compile every template and render the page templates with sample facts; BlockPageError if one fails."""
+        """Compile every template and render the page templates with sample facts; TemplateError if one fails."""
         for language, environment in self.environments.items():
             names = [name for name in environment.list_templates() if name.endswith(TEMPLATE_SUFFIXES)]
             for name in names:
@@ -371,11 +322,11 @@ class Renderer:
                     environment.get_template(name)
                 except jinja2.TemplateSyntaxError as error:
                     where = error.filename or error.name or name
-                    raise BlockPageError(
+                    raise TemplateError(
                         f"block-page template {where}, line {error.lineno}: {error.message}"
                     ) from None
                 except jinja2.TemplateError as error:
-                    raise BlockPageError(f"block-page template {name}: {error}") from None
+                    raise TemplateError(f"block-page template {name}: {error}") from None
             filenames = {environment.get_template(name).filename or name for name in names}
             for fmt, name in PAGE_TEMPLATES.items():
                 for facts, form in sample_facts(self.zone):
@@ -383,7 +334,7 @@ class Renderer:
                         self.render(facts, fmt, language, form)  # type: ignore[arg-type]
                     except Exception as error:
                         where, line = _template_frame(error, filenames, environment, name)
-                        raise BlockPageError(
+                        raise TemplateError(
                             f"block-page template {where}, line {line}: {type(error).__name__}: {error} "
                             f"(rendered with sample data: reason {facts.reason}, language {language})"
                         ) from None
@@ -412,7 +363,3 @@ def sample_facts(zone: ZoneInfo) -> Iterator[tuple[BlockFacts, RequestForm | Non
             yield facts, form if reason in REQUESTABLE and user else None
             yield facts, None
 
-
-def check_templates(config: Config) -> Renderer:
-    """What `clearance serve` calls before it starts: BlockPageError (a ConfigError) names what is wrong."""
-    return Renderer(config)

@@ -138,7 +138,7 @@ def test_page_under_its_own_csp_is_styled_and_the_form_reaches_the_portal(tmp_pa
     from icap_server.config import load_config
     from icap_server.service.application import PortalLink
     from policy.tokens import verify
-    from tests.test_blockpages import NOW, answer, application, icap_request
+    from tests.support.pages import NOW, answer, application, icap_request
 
     portal = _Recorder()
     config_path = tmp_path / "c.yaml"

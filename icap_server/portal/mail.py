@@ -2,11 +2,13 @@
 
 Sent with aiosmtplib on the portal's own event loop, after the requester already has their answer: a slow or
 absent mail relay never holds up the portal, and a failure is logged, not shown to the requester (the
-request is stored either way, and `clearance requests list` shows it).
+request is stored either way, and `clearance requests list` shows it). Its Chinese comes from the one catalog
+(blockpages/locale), like the block pages' and the portal's.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -15,7 +17,9 @@ from zoneinfo import ZoneInfo
 import aiosmtplib
 import structlog
 
+from blockpages.catalog import N_, category_title
 from icap_server.config import SmtpConfig
+from icap_server.portal.texts import bilingual
 from policy.directory import Directory
 from policy.requests import AccessRequest
 
@@ -35,49 +39,73 @@ def recipients(request: AccessRequest, directory: Directory) -> tuple[list[str],
     return sorted(set(addresses)), sorted(missing)
 
 
-def request_message(
-    request: AccessRequest, sender: str, to: Sequence[str], zone: ZoneInfo, category_label: str
-) -> EmailMessage:
+# The facts listed in the mail, each labelled in both languages; values are filled in by request_message.
+FACT_LABELS = (
+    N_("Request"),
+    N_("User"),
+    N_("Department"),
+    N_("Category"),
+    N_("Host"),
+    N_("Days"),
+    N_("Client"),
+    N_("Submitted"),
+)
+LABEL_COLUMNS = 24  # where the values start, counting a Chinese character as two columns (as terminals show it)
+
+
+def _columns(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _both(message: str, separator: str = " / ", **values: object) -> str:
+    """"English / 中文" of one catalog message."""
+    english, chinese = bilingual(message, **values)
+    return f"{english}{separator}{chinese}"
+
+
+def _fact(label: str, value: object) -> str:
+    heading = _both(label) + ":"
+    return heading + " " * max(1, LABEL_COLUMNS - _columns(heading)) + str(value)
+
+
+def request_message(request: AccessRequest, sender: str, to: Sequence[str], zone: ZoneInfo) -> EmailMessage:
+    """The mail about one new request: English and Chinese, with the commands that decide it."""
+    label = category_title(request.category, "en")
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(to)
-    message["Subject"] = f"Access request {request.id}: {request.user} – {category_label} ({request.host})"
+    message["Subject"] = f"Access request {request.id}: {request.user} – {label} ({request.host})"
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     submitted = request.created_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
-    message.set_content(
-        "\n".join(
-            [
-                f"{request.user} asks for access to a restricted service.",
-                f"{request.user} 申請使用受限制的網上服務。",
-                "",
-                f"Request / 申請編號:     {request.id}",
-                f"User / 用戶:            {request.user}",
-                f"Department / 部門:      {request.department or '-'}",
-                f"Category / 類別:        {category_label} ({request.category})",
-                f"Host / 網站:            {request.host}",
-                f"Days / 日數:            {request.days}",
-                f"Client / 電腦位址:      {request.client_ip or '-'}",
-                f"Submitted / 提交時間:   {submitted}",
-                "",
-                "Justification / 理由:",
-                f"  {request.justification}",
-                "",
-                "You receive this as a head or delegate of the department. To decide / 你是部門主管或代理人，請決定：",
-                f"  clearance requests approve {request.id} --by YOUR-NAME [--days N] [--note TEXT]",
-                f"  clearance requests deny {request.id} --by YOUR-NAME --note REASON",
-                "Approval grants the whole category for the days shown; it is reviewed like every approval.",
-                "批准後用戶可於所示日數內使用整個類別的服務，並如其他批准一樣須定期覆核。",
-            ]
-        )
-        + "\n"
+    values = (
+        request.id,
+        request.user,
+        request.department or "-",
+        f"{label} ({request.category})",
+        request.host,
+        request.days,
+        request.client_ip or "-",
+        submitted,
     )
+    lines = [
+        *bilingual(N_("%(user)s asks for access to a restricted service."), user=request.user),
+        "",
+        *(_fact(name, value) for name, value in zip(FACT_LABELS, values, strict=True)),
+        "",
+        _both(N_("Justification")) + ":",
+        f"  {request.justification}",
+        "",
+        _both(N_("You receive this as a head or delegate of the department. To decide")),
+        f"  clearance requests approve {request.id} --by YOUR-NAME [--days N] [--note TEXT]",
+        f"  clearance requests deny {request.id} --by YOUR-NAME --note REASON",
+        *bilingual(N_("Approval grants the whole category for the days shown; it is reviewed like every approval.")),
+    ]
+    message.set_content("\n".join(lines) + "\n")
     return message
 
 
-async def send_request_mail(
-    smtp: SmtpConfig, request: AccessRequest, directory: Directory, zone: ZoneInfo, category_label: str
-) -> bool:
+async def send_request_mail(smtp: SmtpConfig, request: AccessRequest, directory: Directory, zone: ZoneInfo) -> bool:
     """Tell the approvers; True if the relay accepted the message. Never raises: failures are logged."""
     if smtp.host is None:
         return False
@@ -87,7 +115,7 @@ async def send_request_mail(
     if not to:
         log.warning("request_not_mailed", request=request.id, reason="no approver has an e-mail address")
         return False
-    message = request_message(request, smtp.sender, to, zone, category_label)
+    message = request_message(request, smtp.sender, to, zone)
     try:
         await aiosmtplib.send(
             message,

@@ -1,0 +1,146 @@
+"""What the portal says, in English and Traditional Chinese, taken from the one bilingual catalog.
+
+Every portal page shows both languages at once: English first, Chinese beside it. The English is the message
+id and the Chinese comes from `blockpages/locale/zh_HK/LC_MESSAGES/messages.po`, the catalog the block pages
+and the approvers' e-mail use too (`make messages` extracts the ids from here and from the templates, where
+`_()` is the English and `alt()` the Chinese).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import jinja2
+from babel.support import NullTranslations
+
+from blockpages.catalog import N_, translator
+from policy.requests import AccessRequest, RequestStatus
+
+ENGLISH = translator("en")
+CHINESE = translator("zh-HK")
+
+# The one problem the portal finds itself (policy.requests words the others; they are shown in English).
+DAYS_NOT_A_NUMBER = "Give the number of days as a whole number."
+
+# kind -> (HTTP status, title, text); %(ttl)s and %(contact)s are filled in.
+MESSAGES: dict[str, tuple[int, str, str]] = {
+    "index": (
+        200,
+        N_("Request access from a block page"),
+        N_(
+            "When a site is blocked because it needs your department head's approval, its block page offers to "
+            "request access. Use it there: the block page knows who you are and which site you need."
+        ),
+    ),
+    "bad-token": (
+        400,
+        N_("This request link is not valid"),
+        N_(
+            "The request did not come from a genuine block page of this filter (it was altered, damaged or "
+            "signed by another server), so it cannot say who you are. Nothing was recorded. Open the blocked "
+            "site again and request access from the new block page."
+        ),
+    ),
+    "expired": (
+        400,
+        N_("This request link has expired"),
+        N_(
+            "A block page's request works for %(ttl)s minutes. Nothing was recorded. Open the blocked site "
+            "again and request access from the new block page."
+        ),
+    ),
+    "other-computer": (
+        403,
+        N_("This link belongs to another computer"),
+        N_(
+            "Access can only be requested from the computer that was blocked. Nothing was recorded. Open the "
+            "blocked site on this computer and request access from its block page."
+        ),
+    ),
+    "not-restricted": (400, N_("Nothing to request"), N_("This kind of site needs no approval.")),
+    "no-approver": (
+        409,
+        N_("Nobody can approve this yet"),
+        N_(
+            "The directory does not say who approves for you (you, or a head of your department, are missing "
+            "from it), so the request was not recorded. Please ask %(contact)s to update the directory."
+        ),
+    ),
+    "not-found": (
+        404,
+        N_("Not found"),
+        N_("Check the address: a request's page is the full link you were given when you sent it."),
+    ),
+    "bad-form": (400, N_("The form could not be read"), N_("Send the form from a block page again.")),
+    "too-large": (
+        413,
+        N_("Too much text"),
+        N_("The form is too large. Shorten the justification and send it again."),
+    ),
+    "method": (405, N_("Not allowed"), N_("Use the form on a block page.")),
+    "unavailable": (
+        503,
+        N_("Try again in a moment"),
+        N_("The portal cannot reach its database just now; nothing was recorded."),
+    ),
+}
+
+# A request's state on its status page: (heading, what it means).
+APPROVED = (
+    N_("Approved"),
+    N_(
+        "Approved by %(who)s on %(when)s. You can use the site now (reload it); the approval is valid until "
+        "%(until)s and is reviewed regularly."
+    ),
+)
+DECLINED = (N_("Declined"), N_("Declined by %(who)s on %(when)s."))
+PENDING = (
+    N_("Waiting for a decision"),
+    N_(
+        "Sent to the head of %(department)s (or a delegate) on %(when)s. This page shows the decision once it "
+        "is made."
+    ),
+)
+YOUR_DEPARTMENT = N_("your department")
+
+
+def bilingual(message: str, **values: object) -> tuple[str, str]:
+    """(English, Chinese) of one catalog message, with the same values filled into both."""
+    return ENGLISH(message, **values), CHINESE(message, **values)
+
+
+def message_texts(kind: str, ttl_minutes: int, contact: str) -> tuple[int, str, str, str, str]:
+    """(HTTP status, title en, title zh, text en, text zh) of a message page."""
+    status, title, text = MESSAGES[kind]
+    return (status, *bilingual(title), *bilingual(text, ttl=ttl_minutes, contact=contact))
+
+
+def status_texts(item: AccessRequest, local: Callable[[datetime | None], str]) -> tuple[str, str, str, str]:
+    """(status en, status zh, text en, text zh) of a request; `local` shows a moment in the portal's zone."""
+    if item.status is RequestStatus.APPROVED:
+        (heading, text), values = APPROVED, {"until": local(item.valid_until)}
+    elif item.status is RequestStatus.DENIED:
+        (heading, text), values = DECLINED, {}
+    else:
+        when = local(item.created_at)
+        english = ENGLISH(PENDING[1], department=item.department or ENGLISH(YOUR_DEPARTMENT), when=when)
+        chinese = CHINESE(PENDING[1], department=item.department or CHINESE(YOUR_DEPARTMENT), when=when)
+        return (*bilingual(PENDING[0]), english, chinese)
+    filled = bilingual(text, who=item.decided_by, when=local(item.decided_at), **values)
+    return (*bilingual(heading), *filled)
+
+
+def environment() -> jinja2.Environment:
+    """The portal's templates: `_()` gives a message in English, `alt()` the same message in Chinese."""
+    templates = jinja2.Environment(
+        loader=jinja2.PackageLoader("icap_server.portal", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    templates.install_gettext_translations(NullTranslations(), newstyle=True)  # type: ignore[attr-defined]
+    templates.globals["alt"] = CHINESE
+    return templates
