@@ -38,8 +38,8 @@ test-deps:
 	  else echo "missing:$$missing (sudo apt-get install$$missing); those tests will skip" >&2; fi; \
 	fi
 
-# Block-page messages: extract them from blockpages/ and merge them into the zh_HK catalog (read at start-up;
-# there is no compiled .mo to rebuild). Then translate the new entries in messages.po.
+# The one catalog: extract the messages of blockpages/ and icap_server/portal/ (pages and e-mail) and merge them
+# into blockpages' zh_HK catalog (read at start-up; no compiled .mo to rebuild). Then translate the new entries.
 messages: venv
 	mkdir -p build
 	$(BIN)/pybabel extract -F babel.cfg -k N_ -k alt --no-location --omit-header -o build/messages.pot .
@@ -48,6 +48,7 @@ messages: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: venv test-deps lint
 	$(BIN)/pytest

@@ -1,26 +1,26 @@
-"""Configuration: a YAML file read into frozen dataclasses, checked key by key.
+"""Settings: a YAML file converted by msgspec into frozen, typed Structs — the one place defaults live.
 
-A mistake names the key and what is wrong with it (`server.listen: expected HOST:PORT, got 'abc'`), and
-unknown keys are errors, because a misspelt key silently ignored is a policy silently not applied.
+A mistake names the key, the value and what is wrong (`server.listen: expected HOST:PORT, got 'abc'`), and
+unknown keys are errors, because a misspelt key silently ignored is a policy silently not applied. Checks are
+declared on the types (a `Meta` constraint carries the sentence a reader sees) or, where a value must be parsed
+(listen addresses, networks, time zones) or two keys go together, made in a Struct's `__post_init__`. This
+module is a leaf: it imports nothing of ours, so everything may depend on it and it on nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ipaddress
 import os
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Final, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 import yaml
-
-from policy.categories import validate_category
-from policy.identity import IdentityRules
-from policy.state import Exemption
+from msgspec import Meta
 
 DEFAULT_CONFIG_NAME = "config.yaml"
 
@@ -29,8 +29,58 @@ class ConfigError(ValueError):
     """A configuration problem, naming the file and key."""
 
 
-@dataclass(frozen=True, slots=True)
-class OrganisationConfig:
+class _Invalid(ValueError):
+    """What a `__post_init__` check found: the keys of its struct at fault and what is wrong with them."""
+
+    def __init__(self, message: str, *keys: str) -> None:
+        super().__init__(f"{' and '.join(keys)}: {message}")
+        self.message, self.keys = message, keys
+
+
+def _wrong(sentence: str, **constraints: Any) -> Meta:
+    """A constraint carrying the sentence shown when a value breaks it (msgspec's own would show the regex)."""
+    return Meta(**constraints, extra={"wrong": sentence})
+
+
+# The rule of policy.categories.validate_category (its CATEGORY_RE), repeated here because this module imports
+# nothing of ours: the two must agree, and tests/test_config.py checks that they do on a table of names.
+CATEGORY_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Category = Annotated[
+    str,
+    _wrong("invalid category name: use lower-case letters, digits, '-' or '_' (at most 63)", pattern=CATEGORY_PATTERN),
+]
+AtLeastOne = Annotated[int, _wrong("must be at least 1", ge=1)]
+Positive = Annotated[int, _wrong("must be greater than 0", gt=0)]
+Seconds = Annotated[float, _wrong("must be greater than 0 seconds", gt=0)]
+Workers = Annotated[int, _wrong("must be 0 (one per core) or more", ge=0)]
+Port = Annotated[int, _wrong("expected a port number", gt=0, lt=65536)]
+Sender = Annotated[str, _wrong("expected an e-mail address", pattern="@")]
+HttpUrl = Annotated[str, _wrong("expected an http:// or https:// URL", pattern=r"\Ahttps?://")]
+# An empty URL counts as none (as no `url:` does), so only a non-empty one must name a scheme.
+RedisUrl = Annotated[
+    str, _wrong("expected a redis://, rediss:// or unix:// URL", pattern=r"\A(?:rediss?://|unix://|\Z)")
+]
+# Values that end up in the block page's CSS and links: only harmless shapes (no javascript: link, no CSS).
+Colour = Annotated[str, _wrong("expected a colour as #rrggbb", pattern=r"\A#[0-9a-fA-F]{6}\Z")]
+PageUrl = Annotated[str, _wrong("expected an http:// or https:// URL", pattern=r"\Ahttps?://[^\s\"'<>`]+\Z")]
+Email = Annotated[
+    str,
+    _wrong(
+        "expected an e-mail address",
+        pattern=r"\A[^@\s<>\"'()\[\],;:]+@[^@\s<>\"'()\[\],;:]+\.[^@\s<>\"'()\[\],;:]+\Z",
+    ),
+]
+Phone = Annotated[
+    str, _wrong("expected a phone number (digits, spaces, + - ( ))", pattern=r"\A\+?[0-9][0-9 ()\-]{2,30}\Z")
+]
+UsernameEncoding = Literal["auto", "plain", "base64"]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Frozen (hashable, safe to share) and strict about keys; subclasses say `frozen=True` again for mypy."""
+
+
+class OrganisationConfig(_Section, frozen=True):
     name_en: str = "Your Department"
     name_zh: str = "貴部門"
     how_to_request_en: str = (
@@ -41,91 +91,113 @@ class OrganisationConfig:
     contact: str = "IT helpdesk"
 
 
-@dataclass(frozen=True, slots=True)
-class BlockPagesConfig:
+class BlockPagesConfig(_Section, frozen=True):
     """How block pages look and whom they name; `organisation` holds the names and the how-to-request text."""
 
     default_language: Literal["en", "zh-HK"] = "en"  # when the browser's Accept-Language names neither
     template_dir: str | None = None  # the admins' own templates, used before the built-in ones
     logo: str | None = None  # PNG, JPEG or SVG, inlined into the page as a data: URI
-    primary_colour: str = "#b91c1c"
-    accent_colour: str = "#1d4ed8"
-    contact_email: str | None = None
-    contact_phone: str | None = None
-    contact_url: str | None = None  # e.g. the helpdesk's intranet page
-    policy_url: str | None = None  # the policy staff are asked to follow
+    primary_colour: Colour = "#b91c1c"
+    accent_colour: Colour = "#1d4ed8"
+    contact_email: Email | None = None
+    contact_phone: Phone | None = None
+    contact_url: PageUrl | None = None  # e.g. the helpdesk's intranet page
+    policy_url: PageUrl | None = None  # the policy staff are asked to follow
 
 
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
+class ServerConfig(_Section, frozen=True):
     listen: str = "127.0.0.1:1344"
-    workers: int = 0
-    max_header_bytes: int = 65536
-    idle_timeout: float = 300.0
-    request_timeout: float = 30.0
-    max_connections: int = 1000
-    options_ttl: int = 300
-    startup_timeout: float = 60.0
+    workers: Workers = 0
+    max_header_bytes: Positive = 65536
+    idle_timeout: Seconds = 300.0
+    request_timeout: Seconds = 30.0
+    max_connections: Positive = 1000
+    options_ttl: Positive = 300
+    startup_timeout: Seconds = 60.0
+
+    def __post_init__(self) -> None:
+        _check_listen(self.listen, "listen")
 
 
-@dataclass(frozen=True, slots=True)
-class RedisConfig:
-    url: str | None = None
+class RedisConfig(_Section, frozen=True):
+    url: RedisUrl | None = None
     embedded_dir: str = "var"
     key_prefix: str = "clearance:"
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyConfig:
-    restricted_categories: tuple[str, ...] = ("webmail", "cloud-storage", "web-im")
+class IdentityConfig(_Section, frozen=True):
+    """How the user is read from the proxy's headers; `policy.identity.IdentityRules` names these four."""
+
+    username_header: str = "X-Client-Username"
+    username_encoding: UsernameEncoding = "auto"
+    strip_domain: bool = True
+    lowercase: bool = True
+
+
+class PolicyConfig(_Section, frozen=True):
+    restricted_categories: tuple[Category, ...] = ("webmail", "cloud-storage", "web-im")
     load_default_lists: bool = True
     timezone: str = "Asia/Hong_Kong"
-    forbidden_categories: tuple[str, ...] = ()  # blocked for everyone: no approval or exemption opens them
+    forbidden_categories: tuple[Category, ...] = ()  # blocked for everyone: no approval or exemption opens them
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _Invalid(f"unknown time zone {self.timezone!r}", "timezone") from None
 
 
-@dataclass(frozen=True, slots=True)
-class ApprovalsConfig:
-    max_validity_days: int = 180
-    review_interval_days: int = 90
+class ApprovalsConfig(_Section, frozen=True):
+    max_validity_days: AtLeastOne = 180
+    review_interval_days: AtLeastOne = 90
     require_department_head: bool = True
     on_review_overdue: Literal["suspend", "warn"] = "suspend"
     min_justification_chars: int = 20
-    usage_flush_interval: float = 5.0
+    usage_flush_interval: Seconds = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class ExemptionConfig:
+class ExemptionConfig(_Section, frozen=True):
     network: str
     categories: tuple[str, ...] = ()
     note: str = ""
 
+    def __post_init__(self) -> None:
+        _check_network(self.network, "network")
 
-@dataclass(frozen=True, slots=True)
-class PortalConfig:
+
+class PortalConfig(_Section, frozen=True):
     """The self-service access-request portal (an HTTP listener in the same program)."""
 
     listen: str | None = None  # HOST:PORT; unset: no portal, block pages carry no request form
-    public_url: str | None = None  # how browsers reach it (default: http://LISTEN)
-    token_ttl_minutes: int = 30
+    public_url: HttpUrl | None = None  # how browsers reach it (default: http://LISTEN)
+    token_ttl_minutes: AtLeastOne = 30
     secret: str | None = None  # signs request tokens; unset: generated once and kept in Redis
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
+    def __post_init__(self) -> None:
+        if self.listen is not None:
+            _check_listen(self.listen, "listen")
+        for index, network in enumerate(self.trusted_proxies):
+            _check_network(network, f"trusted_proxies[{index}]")
 
-@dataclass(frozen=True, slots=True)
-class SmtpConfig:
+
+class SmtpConfig(_Section, frozen=True):
     """Where the portal sends access requests to department heads by e-mail; no host, no e-mail."""
 
     host: str | None = None
-    port: int = 25
-    sender: str = "clearance@localhost"
+    port: Port = 25
+    sender: Sender = "clearance@localhost"
     starttls: bool = False  # upgrade with STARTTLS (and verify the relay's certificate) before sending
     username: str | None = None  # log in (only after STARTTLS, unless the relay is on this host)
     password: str | None = None
-    timeout: float = 30.0
+    timeout: Seconds = 30.0
+
+    def __post_init__(self) -> None:
+        if (self.username is None) != (self.password is None):
+            raise _Invalid("give both or neither", "username", "password")
 
 
-@dataclass(frozen=True, slots=True)
-class LoggingConfig:
+class LoggingConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
@@ -135,30 +207,35 @@ DEFAULT_CATEGORY_MAP: Mapping[str, str] = types.MappingProxyType(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ImportConfig:
+class ImportConfig(_Section, frozen=True):
     """`clearance categories import`: which categories of a third-party list (UT1, CSV) go where."""
 
-    category_map: Mapping[str, str] = field(default_factory=lambda: DEFAULT_CATEGORY_MAP)
+    category_map: Mapping[str, Category] = DEFAULT_CATEGORY_MAP
     only_mapped: bool = True
 
+    def __post_init__(self) -> None:
+        """msgspec builds a dict; the map is kept read-only like every other setting."""
+        if not isinstance(self.category_map, types.MappingProxyType):
+            msgspec.structs.force_setattr(self, "category_map", types.MappingProxyType(dict(self.category_map)))
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    organisation: OrganisationConfig = field(default_factory=OrganisationConfig)
-    blockpages: BlockPagesConfig = field(default_factory=BlockPagesConfig)
-    server: ServerConfig = field(default_factory=ServerConfig)
-    redis: RedisConfig = field(default_factory=RedisConfig)
-    identity: IdentityRules = field(default_factory=IdentityRules)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
+
+class Config(_Section, frozen=True):
+    """The whole configuration: one Struct per section of the file; `source` names the file it came from."""
+
+    organisation: OrganisationConfig = msgspec.field(default_factory=OrganisationConfig)
+    blockpages: BlockPagesConfig = msgspec.field(default_factory=BlockPagesConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
+    policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
+    approvals: ApprovalsConfig = msgspec.field(default_factory=ApprovalsConfig)
     exemptions: tuple[ExemptionConfig, ...] = ()
-    portal: PortalConfig = field(default_factory=PortalConfig)
-    smtp: SmtpConfig = field(default_factory=SmtpConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    portal: PortalConfig = msgspec.field(default_factory=PortalConfig)
+    smtp: SmtpConfig = msgspec.field(default_factory=SmtpConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     # `import` is a Python keyword: the YAML key is `import`, the attribute `import_`.
-    import_: ImportConfig = field(default_factory=ImportConfig, metadata={"key": "import"})
-    source: str = "built-in defaults"
+    import_: ImportConfig = msgspec.field(default_factory=ImportConfig, name="import")
+    source: str = "built-in defaults"  # the file read, for messages; not a key of the file
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -170,39 +247,73 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _check_listen(value: str, key: str) -> None:
+    try:
+        parse_listen(value)
+    except ValueError as error:
+        raise _Invalid(str(error), key) from None
+
+
+def _check_network(value: str, key: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _Invalid(f"not a network in CIDR form, got {value!r}", key) from None
+
+
 def load_config(path: str | os.PathLike[str] | None = None, redis_url: str | None = None) -> Config:
     """The config from `path`, else $CLEARANCE_CONFIG, else ./config.yaml if present, else defaults."""
     chosen = path or os.environ.get("CLEARANCE_CONFIG")
     if chosen is None and Path(DEFAULT_CONFIG_NAME).is_file():
         chosen = DEFAULT_CONFIG_NAME
-    data: dict[str, Any] = {}
-    source = "built-in defaults"
-    if chosen is not None:
-        source = str(chosen)
-        try:
-            text = Path(chosen).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"{source}: cannot read: {error.strerror or error}") from error
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{source}: not valid YAML: {error}") from error
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
-        data = loaded
+    source = "built-in defaults" if chosen is None else str(chosen)
+    data = {} if chosen is None else _read(Path(chosen), source)
     try:
-        config: Config = _build(Config, {**data, "source": source}, "")
-        _check(config)
+        config = _convert(data, source)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     if chosen is not None:
         config = _relative_to(config, Path(chosen).parent)
     url = redis_url or os.environ.get("CLEARANCE_REDIS_URL")
     if url:
-        config = dataclasses.replace(config, redis=dataclasses.replace(config.redis, url=url))
+        config = msgspec.structs.replace(config, redis=msgspec.structs.replace(config.redis, url=url))
     return config
+
+
+def _read(path: Path, source: str) -> dict[str, Any]:
+    """The file's mapping of sections; ConfigError (one line) if it cannot be read or is not that."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{source}: cannot read: {error.strerror or error}") from error
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(error)}") from error
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return loaded
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message spans lines (with a snippet); the line and column and the problem fit on one."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(error).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _convert(data: dict[str, Any], source: str) -> Config:
+    """A section given with nothing under it (`server:`) takes its defaults, as an absent one does."""
+    sections = {key for key, hint in _keys(Config).items() if _is_struct(hint)}
+    present = {key: value for key, value in data.items() if value is not None or key not in sections}
+    try:
+        return msgspec.convert({**present, "source": source}, Config, strict=True)
+    except msgspec.ValidationError as error:
+        raise ConfigError(_explain(error, present)) from None
 
 
 def _relative_to(config: Config, directory: Path) -> Config:
@@ -214,168 +325,117 @@ def _relative_to(config: Config, directory: Path) -> Config:
     )
     if (template_dir, logo) == (pages.template_dir, pages.logo):
         return config
-    return dataclasses.replace(config, blockpages=dataclasses.replace(pages, template_dir=template_dir, logo=logo))
-
-
-def static_exemptions(config: Config) -> tuple[Exemption, ...]:
-    """The exemptions written in the config file (ids C1, C2, …; those in Redis are E1, E2, …)."""
-    return tuple(
-        Exemption(f"C{index}", item.network, frozenset(item.categories), item.note)
-        for index, item in enumerate(config.exemptions, start=1)
+    return msgspec.structs.replace(
+        config, blockpages=msgspec.structs.replace(pages, template_dir=template_dir, logo=logo)
     )
 
 
-def _check(config: Config) -> None:
-    """Checks that span more than one value's type."""
-    import ipaddress
+# Turning msgspec's message (`Expected `int`, got `str` - at `$.server.workers``) into this file's words: the
+# key as written in YAML, the value found there, and what the key's type says is expected.
 
-    for index, item in enumerate(config.exemptions):
-        try:
-            ipaddress.ip_network(item.network, strict=False)
-        except ValueError:
-            raise ConfigError(f"exemptions[{index}].network: not a network in CIDR form: {item.network!r}") from None
-    if config.portal.listen is not None:
-        try:
-            parse_listen(config.portal.listen)
-        except ValueError as error:
-            raise ConfigError(f"portal.listen: {error}") from None
-    if config.portal.token_ttl_minutes < 1:
-        raise ConfigError("portal.token_ttl_minutes: must be at least 1")
-    for index, network in enumerate(config.portal.trusted_proxies):
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            raise ConfigError(f"portal.trusted_proxies[{index}]: not a network in CIDR form: {network!r}") from None
-    if config.portal.public_url is not None and not config.portal.public_url.startswith(("http://", "https://")):
-        raise ConfigError(f"portal.public_url: expected an http:// or https:// URL, got {config.portal.public_url!r}")
-    smtp = config.smtp
-    if not 0 < smtp.port < 65536:
-        raise ConfigError(f"smtp.port: expected a port number, got {smtp.port}")
-    if smtp.timeout <= 0:
-        raise ConfigError("smtp.timeout: must be greater than 0 seconds")
-    if "@" not in smtp.sender:
-        raise ConfigError(f"smtp.sender: expected an e-mail address, got {smtp.sender!r}")
-    if (smtp.username is None) != (smtp.password is None):
-        raise ConfigError("smtp.username and smtp.password: give both or neither")
-    approvals = config.approvals
-    for name in ("max_validity_days", "review_interval_days"):
-        if getattr(approvals, name) < 1:
-            raise ConfigError(f"approvals.{name}: must be at least 1")
-    if approvals.usage_flush_interval <= 0:
-        raise ConfigError("approvals.usage_flush_interval: must be greater than 0 seconds")
-    try:
-        parse_listen(config.server.listen)
-    except ValueError as error:
-        raise ConfigError(f"server.listen: {error}") from None
-    for key in ("restricted_categories", "forbidden_categories"):
-        for index, name in enumerate(getattr(config.policy, key)):
-            try:
-                validate_category(name)
-            except ValueError as error:
-                raise ConfigError(f"policy.{key}[{index}]: {error}") from None
-    _check_blockpages(config.blockpages)
-    try:
-        ZoneInfo(config.policy.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"policy.timezone: unknown time zone {config.policy.timezone!r}") from None
-    for source, target in config.import_.category_map.items():
-        try:
-            validate_category(target)
-        except ValueError as error:
-            raise ConfigError(f"import.category_map.{source}: {error}") from None
-    if config.redis.url and not config.redis.url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"redis.url: expected a redis://, rediss:// or unix:// URL, got {config.redis.url!r}")
-    if config.server.workers < 0:
-        raise ConfigError("server.workers: must be 0 (one per core) or more")
-    for name in ("max_header_bytes", "max_connections", "options_ttl"):
-        if getattr(config.server, name) <= 0:
-            raise ConfigError(f"server.{name}: must be greater than 0")
-    for name in ("idle_timeout", "request_timeout", "startup_timeout"):
-        if getattr(config.server, name) <= 0:
-            raise ConfigError(f"server.{name}: must be greater than 0 seconds")
+_AT = re.compile(r"(?P<text>.*?)(?: - at `(?P<in_key>key` in `)?\$(?P<path>[^`]*)`)?", re.DOTALL)
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_WORDS: Final[Mapping[Any, str]] = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 
-_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
-_EMAIL = re.compile(r"[^@\s<>\"'()\[\],;:]+@[^@\s<>\"'()\[\],;:]+\.[^@\s<>\"'()\[\],;:]+")
-_PHONE = re.compile(r"\+?[0-9][0-9 ()\-]{2,30}")
+class _Spot(NamedTuple):
+    key: str  # `server.workers`, `exemptions[0]`, `import.category_map.chat`, `import.category_map key`
+    value: Any
+    hint: Any  # the type declared there, Annotated constraints included
 
 
-def _check_blockpages(pages: BlockPagesConfig) -> None:
-    """Values that end up in the page's CSS and links: only harmless shapes (no javascript: link, no CSS)."""
-    for name in ("primary_colour", "accent_colour"):
-        value = getattr(pages, name)
-        if not _COLOUR.fullmatch(value):
-            raise ConfigError(f"blockpages.{name}: expected a colour as #rrggbb, got {value!r}")
-    for name in ("contact_url", "policy_url"):
-        value = getattr(pages, name)
-        if value is not None and not re.fullmatch(r"https?://[^\s\"'<>`]+", value):
-            raise ConfigError(f"blockpages.{name}: expected an http:// or https:// URL, got {value!r}")
-    if pages.contact_email is not None and not _EMAIL.fullmatch(pages.contact_email):
-        raise ConfigError(f"blockpages.contact_email: expected an e-mail address, got {pages.contact_email!r}")
-    if pages.contact_phone is not None and not _PHONE.fullmatch(pages.contact_phone):
-        raise ConfigError(
-            f"blockpages.contact_phone: expected a phone number (digits, spaces, + - ( )), got {pages.contact_phone!r}"
+def _explain(error: msgspec.ValidationError, data: dict[str, Any]) -> str:
+    """One line: `key: what is wrong, got VALUE` (the caller puts the file name in front)."""
+    match = _AT.fullmatch(str(error))
+    assert match is not None  # every string matches: the location part is optional
+    text = match["text"]
+    spot = _locate(Config, data, _STEP.findall(match["path"] or ""), in_key=bool(match["in_key"]))
+    cause = error.__cause__
+    if isinstance(cause, _Invalid):
+        return f"{' and '.join(_join(spot.key, key) for key in cause.keys)}: {cause.message}"
+    if unknown := re.match(r"Object contains unknown field `(.*)`", text):
+        known = ", ".join(sorted(set(_keys(_bare(spot.hint))) - {"source"}))
+        return f"{_join(spot.key, unknown[1])}: unknown key (known: {known})"
+    if missing := re.match(r"Object missing required field `(.*)`", text):
+        return f"{_join(spot.key, missing[1])}: missing, and it is required"
+    if match["in_key"] or ", got `" in text or text.startswith("Invalid enum value"):
+        return f"{spot.key}: expected {_expected(spot.hint)}, got {_shown(spot.value)}"
+    return f"{spot.key}: {_sentence(spot.hint) or text}, got {_shown(spot.value)}"
+
+
+def _locate(hint: Any, value: Any, steps: list[tuple[str, str]], in_key: bool) -> _Spot:
+    """Follow msgspec's path (`.name`, `[0]`, `[...]` for a mapping's entry) through the types and the data."""
+    key = ""
+    for name, index in steps:
+        bare = _bare(hint)
+        if name:
+            hint, value, key = _keys(bare)[name], value.get(name), _join(key, name)
+        elif index == "...":  # msgspec does not say which entry of a mapping: the first that fails alone
+            entry = next(item for item in value if not _converts({item: value[item]}, hint))
+            hint, value, key = get_args(bare)[1], value[entry], _join(key, str(entry))
+        else:
+            hint, value, key = get_args(bare)[0], value[int(index)], f"{key}[{index}]"
+    if in_key:  # every mapping of settings is keyed by text
+        return _Spot(
+            f"{key} key" if key else "top-level key", next(item for item in value if not isinstance(item, str)), str
         )
+    return _Spot(key, value, hint)
 
 
-def _build(cls: type[Any], data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'top level'}: expected a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    names = {item.metadata.get("key", item.name): item.name for item in dataclasses.fields(cls)}  # key -> field
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        where = f"{path}." if path else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(set(names) - {'source'}))})")
-    values = {
-        names[key]: _convert(hints[names[key]], value, f"{path}.{key}" if path else key) for key, value in data.items()
+def _converts(value: Any, hint: Any) -> bool:
+    try:
+        msgspec.convert(value, hint, strict=True)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _keys(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """A Struct's fields as YAML keys (`import`, not `import_`) with their declared types."""
+    hints = get_type_hints(struct, include_extras=True)
+    return {
+        key: hints[name] for name, key in zip(struct.__struct_fields__, struct.__struct_encode_fields__, strict=True)
     }
-    return cls(**values)
 
 
-def _convert(hint: Any, value: Any, path: str) -> Any:
-    origin = get_origin(hint)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _build(hint, value if value is not None else {}, path)
-    if origin in (Union, types.UnionType):
-        options = get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [option for option in options if option is not type(None)]
-        return _convert(inner, value, path)
-    if origin is Literal:
-        allowed = get_args(hint)
-        if value not in allowed:
-            raise ConfigError(f"{path}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
-        return value
-    if origin is Mapping:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-        key_hint, value_hint = get_args(hint)
-        converted = {}
-        for key, item in value.items():
-            name = _convert(key_hint, key, f"{path} key")
-            converted[name] = _convert(value_hint, item, f"{path}.{name}")
-        return types.MappingProxyType(converted)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
-        (inner, _) = get_args(hint)
-        return tuple(_convert(inner, item, f"{path}[{index}]") for index, item in enumerate(value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected a whole number, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected text, got {value!r}")
-        return value
-    raise ConfigError(f"{path}: unsupported setting type {hint!r}")  # pragma: no cover
+def _is_struct(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, msgspec.Struct)
+
+
+def _optional(hint: Any) -> Any:
+    """`X | None` as `X`: None is always allowed there, so what is expected is X."""
+    if get_origin(hint) in (Union, types.UnionType):
+        (hint,) = [option for option in get_args(hint) if option is not type(None)]
+    return hint
+
+
+def _bare(hint: Any) -> Any:
+    hint = _optional(hint)
+    return get_args(hint)[0] if get_origin(hint) is Annotated else hint
+
+
+def _sentence(hint: Any) -> str | None:
+    """The sentence a constrained type carries (see `_wrong`), if it has one."""
+    hint = _optional(hint)
+    metadata = get_args(hint)[1:] if get_origin(hint) is Annotated else ()
+    return next((meta.extra["wrong"] for meta in metadata if isinstance(meta, Meta) and meta.extra), None)
+
+
+def _expected(hint: Any) -> str:
+    bare = _bare(hint)
+    if get_origin(bare) is Literal:
+        return "one of " + ", ".join(map(str, get_args(bare)))
+    if get_origin(bare) is tuple:
+        return "a list"
+    if get_origin(bare) is Mapping or _is_struct(bare):
+        return "a mapping"
+    return _WORDS.get(bare, str(bare))
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."

@@ -21,12 +21,20 @@ class HeaderSource(Protocol):
     def get(self, name: str, default: str | None = None) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class IdentityRules:
-    username_header: str = "X-Client-Username"
-    username_encoding: UsernameEncoding = "auto"
-    strip_domain: bool = True
-    lowercase: bool = True
+class IdentityRules(Protocol):
+    """How the user is read and normalised. The settings (`icap_server.config.IdentityConfig`, with the
+    defaults) are the server's; policy names only what it reads. Answers are cached, so rules must be hashable.
+    """
+
+    @property
+    def username_header(self) -> str: ...
+    @property
+    def username_encoding(self) -> UsernameEncoding: ...
+    @property
+    def strip_domain(self) -> bool: ...
+    @property
+    def lowercase(self) -> bool: ...
+    def __hash__(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

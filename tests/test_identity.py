@@ -2,15 +2,16 @@ import base64
 
 import pytest
 
+from icap_server.config import IdentityConfig
 from icap_server.protocol import Headers
-from policy.identity import IdentityRules, decode_username, identify, parse_authenticated_user
+from policy.identity import decode_username, identify, parse_authenticated_user
 
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-DEFAULT = IdentityRules()
+DEFAULT = IdentityConfig()
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,7 @@ def test_client_ip_is_validated() -> None:
 
 
 def test_configured_header_and_no_normalisation() -> None:
-    rules = IdentityRules(username_header="X-User", strip_domain=False, lowercase=False)
+    rules = IdentityConfig(username_header="X-User", strip_domain=False, lowercase=False)
     assert identify(Headers([("X-User", "CORP\\Alice")]), rules).user == "CORP\\Alice"
     assert identify(Headers([("X-Client-Username", "alice")]), rules).user is None
 

@@ -10,16 +10,17 @@ and the next request on the same connection is parsed from a clean slate.
 
 from __future__ import annotations
 
-import re
 from enum import Enum, auto
 from urllib.parse import urlsplit
 
+from ._abnf import ICAP_VERSION_RE, REQUEST_LINE_CTL_RE, TOKEN_RE
+from ._buffer import ReceiveBuffer
+from ._readers import ChunkedReader, read_head
 from .encapsulated import NULL_BODY, Encapsulated, parse_encapsulated
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     NEED_DATA,
     PAUSED,
-    BodyData,
     ConnectionClosed,
     EndOfMessage,
     EndOfPreview,
@@ -29,16 +30,11 @@ from .events import (
     _NeedData,
     _Paused,
 )
-from .headers import TOKEN_RE, Headers, parse_header_block
+from .headers import Headers, parse_header_block
 from .http import HTTPRequestHead, HTTPResponseHead, parse_http_request_head, parse_http_response_head
 from .serialize import CONTINUE_BYTES, serialize_response
 
 METHODS = frozenset({"OPTIONS", "REQMOD", "RESPMOD"})
-ICAP_VERSION_RE = re.compile(r"^ICAP/[0-9]+\.[0-9]+\Z")
-# Control characters in the request line (urlsplit would silently drop TAB, CR and LF from the URI).
-REQUEST_LINE_CTL_RE = re.compile(rb"[\x00-\x1f\x7f]")
-MAX_CHUNK_LINE = 1024
-HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 class Phase(Enum):
@@ -46,10 +42,7 @@ class Phase(Enum):
 
     HEAD = auto()  # waiting for (the rest of) an ICAP request head
     ENCAPSULATED = auto()  # head parsed, waiting for the encapsulated HTTP header sections
-    CHUNK_SIZE = auto()  # waiting for a chunk-size line
-    CHUNK_DATA = auto()  # inside a chunk's data
-    CHUNK_END = auto()  # waiting for the CRLF after a chunk's data
-    TRAILERS = auto()  # after the zero chunk: trailers up to an empty line
+    BODY = auto()  # reading the chunked body (or its preview)
     NULL_BODY_END = auto()  # request had no body: EndOfMessage is next
     PREVIEW_ENDED = auto()  # preview complete without ieof: the server must decide
     DONE = auto()  # the message is complete: the server must answer
@@ -57,13 +50,23 @@ class Phase(Enum):
     ERROR = auto()  # the client broke the protocol
 
 
+# Phases in which the client has nothing more to say until we answer.
+WAITING = frozenset({Phase.PREVIEW_ENDED, Phase.DONE, Phase.CLOSING})
+# Where the end of a body leaves the transaction.
+AFTER_BODY: dict[type, Phase] = {EndOfPreview: Phase.PREVIEW_ENDED, EndOfMessage: Phase.DONE}
+# The phases `send` may answer in, and where it leaves the connection (kept open, or closing).
+ANSWERABLE = frozenset({Phase.DONE, Phase.PREVIEW_ENDED})
+
+Pending = tuple[str, str, str, Headers, Encapsulated, int | None]
+
+
 class ICAPConnection:
     """Server side of one ICAP connection."""
 
     def __init__(self, max_header_bytes: int = 65536) -> None:
         self.max_header_bytes = max_header_bytes
-        self._buffer = bytearray()
-        self._search_from = 0
+        self._head_too_large = f"ICAP header exceeds {max_header_bytes} bytes"
+        self._buffer = ReceiveBuffer()
         self._peer_closed = False
         self.phase = Phase.HEAD
         self.transactions = 0
@@ -73,11 +76,8 @@ class ICAPConnection:
 
     def _reset_transaction(self) -> None:
         self.request: ICAPRequest | None = None
-        self._pending: tuple[str, str, str, Headers, Encapsulated, int | None] | None = None
-        self._in_preview = False
-        self._preview_bytes = 0
-        self._chunk_left = 0
-        self._ieof = False
+        self._pending: Pending | None = None
+        self._body: ChunkedReader | None = None
 
     # ---- input ----------------------------------------------------------------------------
 
@@ -94,7 +94,7 @@ class ICAPConnection:
     def their_message_in_progress(self) -> bool:
         """True once any byte of a request has arrived and until it is complete (for 408 decisions)."""
         if self.phase is Phase.HEAD:
-            return bool(self._buffer.lstrip(b"\r\n"))
+            return self._buffer.holds_more_than_blank_lines()
         return self.phase not in (Phase.PREVIEW_ENDED, Phase.DONE, Phase.CLOSING, Phase.ERROR)
 
     def next_event(self) -> Event | _NeedData | _Paused:
@@ -107,111 +107,80 @@ class ICAPConnection:
             raise
 
     def _next_event(self) -> Event | _NeedData | _Paused:
-        while True:
+        phase = self.phase
+        if phase is Phase.HEAD:
+            if not self._read_icap_head():
+                return self._incomplete(at_boundary=True)
             phase = self.phase
-            if phase is Phase.HEAD:
-                event = self._read_head()
-                if event is not None:
-                    return event
-            elif phase is Phase.ENCAPSULATED:
-                return self._read_encapsulated_headers()
-            elif phase is Phase.NULL_BODY_END:
-                self.phase = Phase.DONE
-                return EndOfMessage()
-            elif phase is Phase.CHUNK_DATA:
-                return self._read_chunk_data()
-            elif phase is Phase.CHUNK_END:
-                if len(self._buffer) < 2:
-                    return self._incomplete()
-                if self._buffer[:2] != b"\r\n":
-                    raise RemoteProtocolError(400, "chunk data is not followed by CRLF")
-                del self._buffer[:2]
-                self.phase = Phase.CHUNK_SIZE
-            elif phase is Phase.CHUNK_SIZE:
-                event = self._read_chunk_size()
-                if event is not None:
-                    return event
-            elif phase is Phase.TRAILERS:
-                return self._read_trailers()
-            elif phase in (Phase.PREVIEW_ENDED, Phase.DONE, Phase.CLOSING):
-                return PAUSED
-            else:  # pragma: no cover - every phase is handled above
-                raise AssertionError(phase)
+        if phase is Phase.ENCAPSULATED:
+            return self._read_encapsulated_headers() or self._incomplete()
+        if phase is Phase.BODY:
+            assert self._body is not None
+            event = self._body(self._buffer)
+            if event is None:
+                return self._incomplete()
+            self.phase = AFTER_BODY.get(type(event), Phase.BODY)
+            return event
+        if phase is Phase.NULL_BODY_END:
+            self.phase = Phase.DONE
+            return EndOfMessage()
+        if phase in WAITING:
+            return PAUSED
+        raise AssertionError(phase)  # pragma: no cover - every phase is handled above
 
-    def _incomplete(self) -> ConnectionClosed | _NeedData:
-        return ConnectionClosed(clean=False) if self._peer_closed else NEED_DATA
+    def _incomplete(self, at_boundary: bool = False) -> ConnectionClosed | _NeedData:
+        """Need more bytes, unless the client closed: cleanly between messages, else in the middle of one."""
+        if not self._peer_closed:
+            return NEED_DATA
+        return ConnectionClosed(clean=at_boundary and not self._buffer)
 
-    def _read_head(self) -> Event | _NeedData | None:
-        buffer = self._buffer
-        while buffer[:2] == b"\r\n":  # tolerate stray CRLFs between messages (RFC 9112 section 2.2)
-            del buffer[:2]
-        if not buffer:
-            return ConnectionClosed(clean=True) if self._peer_closed else NEED_DATA
-        end = buffer.find(b"\r\n\r\n", self._search_from)
-        if end < 0:
-            if len(buffer) > self.max_header_bytes:
-                raise RemoteProtocolError(400, f"ICAP header exceeds {self.max_header_bytes} bytes")
-            self._search_from = max(0, len(buffer) - 3)
-            return self._incomplete()
-        if end + 4 > self.max_header_bytes:
-            raise RemoteProtocolError(400, f"ICAP header exceeds {self.max_header_bytes} bytes")
-        head = bytes(buffer[:end])
-        del buffer[: end + 4]
-        self._search_from = 0
+    def _read_icap_head(self) -> bool:
+        """Parse an ICAP head into the pending transaction; False until one is complete."""
+        self._buffer.skip_blank_lines()
+        if not self._buffer:
+            return False
+        head = read_head(self._buffer, self.max_header_bytes, self._head_too_large)
+        if head is None:
+            return False
         self._pending = self._parse_icap_head(head)
         self.phase = Phase.ENCAPSULATED
-        return None
+        return True
 
-    def _parse_icap_head(self, head: bytes) -> tuple[str, str, str, Headers, Encapsulated, int | None]:
+    def _parse_icap_head(self, head: bytes) -> Pending:
         line_end = head.find(b"\r\n")
         request_line, block = (head, b"") if line_end < 0 else (head[:line_end], head[line_end + 2 :])
-        parts = request_line.split(b" ")
-        if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1] or REQUEST_LINE_CTL_RE.search(request_line):
-            raise RemoteProtocolError(400, f"malformed ICAP request line {request_line[:80]!r}")
-        method, uri, version = (part.decode("latin-1") for part in parts)
-        if version != "ICAP/1.0":
-            if ICAP_VERSION_RE.match(version):
-                raise RemoteProtocolError(505, f"ICAP version {version} is not supported")
-            raise RemoteProtocolError(400, f"malformed ICAP version {version!r}")
-        if method not in METHODS:
-            raise RemoteProtocolError(501, f"method {method} is not implemented")
+        method, uri = _parse_request_line(request_line)
         service = _service_path(uri)
         headers = parse_header_block(block, "ICAP")
         if "host" not in headers:
             raise RemoteProtocolError(400, "missing Host header")
-        encapsulated_values = headers.get_all("Encapsulated")
-        if len(encapsulated_values) > 1:
-            raise RemoteProtocolError(400, "more than one Encapsulated header")
-        if encapsulated_values:
-            encapsulated = parse_encapsulated(encapsulated_values[0], method, self.max_header_bytes)
-        elif method == "OPTIONS":
-            encapsulated = NULL_BODY
-        else:
-            raise RemoteProtocolError(400, f"{method} request without an Encapsulated header")
-        preview: int | None = None
-        preview_text = headers.get("Preview")
-        if preview_text is not None:
-            if not (preview_text.isascii() and preview_text.isdigit()) or len(preview_text) > 9:
-                raise RemoteProtocolError(400, f"malformed Preview value {preview_text!r}")
-            # With null-body nothing follows, whatever Preview says (Squid sends Preview: 0 on every GET).
-            if encapsulated.has_body and method != "OPTIONS":
-                preview = int(preview_text)
-        return method, uri, service, headers, encapsulated, preview
+        encapsulated = self._encapsulated(headers, method)
+        return method, uri, service, headers, encapsulated, _preview(headers, encapsulated, method)
 
-    def _read_encapsulated_headers(self) -> ICAPRequest | ConnectionClosed | _NeedData:
+    def _encapsulated(self, headers: Headers, method: str) -> Encapsulated:
+        values = headers.get_all("Encapsulated")
+        if len(values) > 1:
+            raise RemoteProtocolError(400, "more than one Encapsulated header")
+        if values:
+            return parse_encapsulated(values[0], method, self.max_header_bytes)
+        if method == "OPTIONS":
+            return NULL_BODY
+        raise RemoteProtocolError(400, f"{method} request without an Encapsulated header")
+
+    def _read_encapsulated_headers(self) -> ICAPRequest | None:
         assert self._pending is not None
         method, uri, service, headers, encapsulated, preview = self._pending
         if len(self._buffer) < encapsulated.body_offset:
-            return self._incomplete()
+            return None
         http_request: HTTPRequestHead | None = None
         http_response: HTTPResponseHead | None = None
         for name, start, end in encapsulated.sections:
-            raw = bytes(self._buffer[start:end])
+            raw = self._buffer.peek(start, end)
             if name == "req-hdr":
                 http_request = parse_http_request_head(raw)
             else:
                 http_response = parse_http_response_head(raw)
-        del self._buffer[: encapsulated.body_offset]
+        self._buffer.discard(encapsulated.body_offset)
         request = ICAPRequest(
             method=method,
             uri=uri,
@@ -226,76 +195,11 @@ class ICAPConnection:
         self.request = request
         self._pending = None
         if encapsulated.has_body:
-            self._in_preview = preview is not None
-            self.phase = Phase.CHUNK_SIZE
+            self._body = ChunkedReader(preview, self.max_header_bytes)
+            self.phase = Phase.BODY
         else:
             self.phase = Phase.NULL_BODY_END
         return request
-
-    def _read_chunk_size(self) -> Event | _NeedData | None:
-        buffer = self._buffer
-        end = buffer.find(b"\r\n", 0, MAX_CHUNK_LINE + 2)
-        if end < 0:
-            if len(buffer) > MAX_CHUNK_LINE:
-                raise RemoteProtocolError(400, "chunk-size line too long")
-            return self._incomplete()
-        line = bytes(buffer[:end])
-        del buffer[: end + 2]
-        size_text, _, extensions = line.partition(b";")
-        size_text = size_text.strip(b" \t")
-        if not size_text or len(size_text) > 16 or not HEX_DIGITS.issuperset(size_text):
-            raise RemoteProtocolError(400, f"malformed chunk size {line[:40]!r}")
-        size = int(size_text, 16)
-        ieof = any(ext.strip(b" \t").lower() == b"ieof" for ext in extensions.split(b";")) if extensions else False
-        if size:
-            if ieof:
-                raise RemoteProtocolError(400, "ieof extension on a non-zero chunk")
-            if self._in_preview and self.request is not None and self.request.preview is not None:
-                self._preview_bytes += size
-                if self._preview_bytes > self.request.preview:
-                    raise RemoteProtocolError(
-                        400, f"preview carries more than the {self.request.preview} bytes announced"
-                    )
-            self._chunk_left = size
-            self.phase = Phase.CHUNK_DATA
-            return None
-        if ieof and not self._in_preview:
-            raise RemoteProtocolError(400, "ieof outside a preview")
-        self._ieof = ieof
-        self.phase = Phase.TRAILERS
-        return None
-
-    def _read_chunk_data(self) -> BodyData | ConnectionClosed | _NeedData:
-        if not self._buffer:
-            return self._incomplete()
-        take = min(self._chunk_left, len(self._buffer))
-        data = bytes(self._buffer[:take])
-        del self._buffer[:take]
-        self._chunk_left -= take
-        if not self._chunk_left:
-            self.phase = Phase.CHUNK_END
-        return BodyData(data)
-
-    def _read_trailers(self) -> Event | _NeedData:
-        buffer = self._buffer
-        if buffer[:2] == b"\r\n":
-            trailers = Headers()
-            del buffer[:2]
-        else:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > self.max_header_bytes:
-                    raise RemoteProtocolError(400, "trailers too large")
-                return self._incomplete()
-            if end + 4 > self.max_header_bytes:  # the same limit whether the bytes came at once or slowly
-                raise RemoteProtocolError(400, "trailers too large")
-            trailers = parse_header_block(bytes(buffer[:end]), "trailer")
-            del buffer[: end + 4]
-        if self._in_preview and not self._ieof:
-            self.phase = Phase.PREVIEW_ENDED
-            return EndOfPreview()
-        self.phase = Phase.DONE
-        return EndOfMessage(ieof=self._ieof, trailers=trailers)
 
     # ---- output ---------------------------------------------------------------------------
 
@@ -314,13 +218,14 @@ class ICAPConnection:
         """Ask for the rest of the body after a preview (never after ieof, never before the preview ends)."""
         if self.phase is not Phase.PREVIEW_ENDED:
             raise LocalProtocolError(f"100 Continue is not allowed in phase {self.phase.name}")
-        self._in_preview = False
-        self.phase = Phase.CHUNK_SIZE
+        assert self._body is not None
+        self._body.resume()
+        self.phase = Phase.BODY
         return CONTINUE_BYTES
 
     def send(self, response: Response) -> bytes:
         """Serialize the final answer to the current request and get ready for the next one."""
-        if self.phase not in (Phase.DONE, Phase.PREVIEW_ENDED) or self.request is None:
+        if self.phase not in ANSWERABLE or self.request is None:
             raise LocalProtocolError(f"cannot answer in phase {self.phase.name}: the request is not complete")
         if response.status == 100:
             raise LocalProtocolError("use send_continue() for 100 Continue")
@@ -342,6 +247,32 @@ class ICAPConnection:
             raise LocalProtocolError("the connection has already answered and is closing")
         self.phase = Phase.CLOSING
         return serialize_response(response, close=True)
+
+
+def _parse_request_line(line: bytes) -> tuple[str, str]:
+    """`METHOD SP URI SP ICAP/1.0` into the method and URI; the right status for each way it can be wrong."""
+    parts = line.split(b" ")
+    if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1] or REQUEST_LINE_CTL_RE.search(line):
+        raise RemoteProtocolError(400, f"malformed ICAP request line {line[:80]!r}")
+    method, uri, version = (part.decode("latin-1") for part in parts)
+    if version != "ICAP/1.0":
+        if ICAP_VERSION_RE.match(version):
+            raise RemoteProtocolError(505, f"ICAP version {version} is not supported")
+        raise RemoteProtocolError(400, f"malformed ICAP version {version!r}")
+    if method not in METHODS:
+        raise RemoteProtocolError(501, f"method {method} is not implemented")
+    return method, uri
+
+
+def _preview(headers: Headers, encapsulated: Encapsulated, method: str) -> int | None:
+    """The announced preview size; with null-body nothing follows, whatever Preview says (Squid sends
+    `Preview: 0` on every GET)."""
+    text = headers.get("Preview")
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise RemoteProtocolError(400, f"malformed Preview value {text!r}")
+    return int(text) if encapsulated.has_body and method != "OPTIONS" else None
 
 
 _services: dict[str, str] = {}
