@@ -128,8 +128,10 @@ class ApprovalIndex:
     def __len__(self) -> int:
         return len(self.by_id)
 
-    def put(self, approval: Approval) -> None:
-        self.by_id[approval.id] = approval
+    def put_many(self, approvals: Iterable[Approval]) -> None:
+        """Add or replace approvals, re-indexing once however many there are (an import sends many)."""
+        for approval in approvals:
+            self.by_id[approval.id] = approval
         self._index()
 
     def remove(self, approval_id: str) -> None:
@@ -163,9 +165,3 @@ class PolicyState:
 
     def candidates(self, user: str | None, client_ip: str | None) -> list[Approval]:
         return self.approvals.candidates(user, self.directory.person(user), client_ip)
-
-    def exemption_for(self, client_ip: str | None, category: str) -> Exemption | None:
-        for exemption in self.exemptions:
-            if exemption.covers(client_ip, category):
-                return exemption
-        return None

@@ -3,29 +3,47 @@
 Why pub/sub rather than client-side caching: the policy is loaded whole (the category index must be in
 memory for a label walk anyway), so what a process needs is a stream of "what changed", not invalidation
 of individual keys. Every change is written and announced in one Redis transaction that also bumps
-`policy:version`, so messages arrive in version order and a gap is detectable.
+`policy:version`, so messages arrive in version order and a gap is detectable. The changed records travel
+in the message (a grant or revoke is applied without reading it back), except where a reload is cheaper
+or needed: a category switch (the index is rebuilt beside the live one, then swapped), a bulk approval
+import, and the directory.
 
 Freshness: a change reaches every process as soon as Redis delivers the message (milliseconds). If a
-message is lost (a gap in versions), the connection drops, or the version in Redis moves without a message
-for longer than `check_interval`, the process reloads everything. Until the first load succeeds the policy
-is unavailable and every request gets a block page saying so (reason policy-unavailable), so a process never
-filters with an empty policy.
+message is lost (a gap in versions) or cannot be read, the connection drops, or the version in Redis moves
+without a message for longer than `check_interval`, the process reloads everything. Until the first load
+succeeds the policy is unavailable and every request gets a block page saying so (reason
+policy-unavailable), so a process never filters with an empty policy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
-from redis.asyncio.client import PubSub
 
 from policy.rules import RuleIndex
 from policy.state import ApprovalIndex, Exemption, PolicyState
-from policy.store import Change, PolicyStore, StoreUnavailable
+from policy.store import (
+    ApprovalsReloaded,
+    ApprovalsSaved,
+    CategoriesSwitched,
+    Change,
+    ChangeError,
+    ChangeFeed,
+    DirectoryChanged,
+    ExemptionsChanged,
+    HostsAdded,
+    PolicyStore,
+    RulesChanged,
+    StoreUnavailable,
+)
 
 log = structlog.get_logger("clearance.sync")
+
+Applier = Callable[[PolicyState, Any], Awaitable[None]]
 
 
 class PolicyUnavailable(Exception):
@@ -43,6 +61,15 @@ class PolicySync:
         self.loaded = asyncio.Event()
         self.resyncs = 0
         self._lagging_since: float | None = None
+        self._appliers: dict[type, Applier] = {
+            HostsAdded: self._add_hosts,
+            CategoriesSwitched: self._switch_categories,
+            ApprovalsSaved: self._put_approvals,
+            ApprovalsReloaded: self._reload_approvals,
+            DirectoryChanged: self._reload_directory,
+            ExemptionsChanged: self._set_exemptions,
+            RulesChanged: self._set_rules,
+        }
 
     @property
     def state(self) -> PolicyState:
@@ -58,17 +85,13 @@ class PolicySync:
         """Follow changes forever; reconnect with back-off and resync after any interruption."""
         delay = 0.1
         while True:
-            pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.store.channel)
-                await self.resync("start" if self._state is None else "reconnect")
-                delay = 0.1
-                await self._follow(pubsub)
+                async with self.store.changes() as feed:  # subscribed before loading: no change falls between
+                    await self.resync("start" if self._state is None else "reconnect")
+                    delay = 0.1
+                    await self._follow(feed)
             except (StoreUnavailable, OSError) as error:
                 log.warning("policy_sync_interrupted", error=str(error), retry_in_s=delay)
-            finally:
-                with contextlib.suppress(StoreUnavailable, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -91,12 +114,16 @@ class PolicySync:
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    async def _follow(self, pubsub: PubSub) -> None:
+    async def _follow(self, feed: ChangeFeed) -> None:
         last_check = time.monotonic()
         while True:
-            message = await pubsub.get_message(timeout=self.check_interval)
-            if message is not None and message.get("type") == "message":
-                await self.apply(Change.parse(message["data"]))
+            try:
+                change = await feed.get(self.check_interval)
+            except ChangeError as error:  # we cannot know what changed: reload it all (fail safe)
+                await self.resync(f"unreadable change: {error}")
+            else:
+                if change is not None:
+                    await self.apply(change)
             if time.monotonic() - last_check >= self.check_interval:
                 last_check = time.monotonic()
                 await self._check_version()
@@ -108,25 +135,30 @@ class PolicySync:
         if change.version > state.version + 1:
             await self.resync(f"missed changes {state.version + 1}..{change.version - 1}")
             return
-        if change.kind == "hosts":
-            state.categories.add(str(change.data["category"]), [str(host) for host in change.data["hosts"]])
-        elif change.kind == "approvals":
-            ids = change.data.get("ids")
-            if ids is None:
-                state.approvals = ApprovalIndex(await self.store.all_approvals())
-            else:
-                for approval_id in ids:
-                    state.approvals.put(await self.store.get_approval(str(approval_id)))
-        elif change.kind == "directory":
-            state.directory = await self.store.load_directory()
-        elif change.kind == "exemptions":
-            state.exemptions = self.static_exemptions + tuple(await self.store.exemptions())
-        elif change.kind == "rules":
-            state.rules = RuleIndex(await self.store.list_rules())
-        else:  # a category switched generation: rebuild the index beside the live one, then swap
-            await self.resync(f"{change.kind} changed")
-            return
-        state.version = change.version
+        await self._appliers[type(change)](state, change)
+        if self._state is state:  # else a resync replaced the state, with the version it loaded
+            state.version = change.version
+
+    async def _add_hosts(self, state: PolicyState, change: HostsAdded) -> None:
+        state.categories.add(change.category, change.hosts)
+
+    async def _switch_categories(self, state: PolicyState, change: CategoriesSwitched) -> None:
+        await self.resync(f"{change.kind} changed")  # rebuild the index beside the live one, then swap
+
+    async def _put_approvals(self, state: PolicyState, change: ApprovalsSaved) -> None:
+        state.approvals.put_many(change.approvals)
+
+    async def _reload_approvals(self, state: PolicyState, change: ApprovalsReloaded) -> None:
+        state.approvals = ApprovalIndex(await self.store.all_approvals())
+
+    async def _reload_directory(self, state: PolicyState, change: DirectoryChanged) -> None:
+        state.directory = await self.store.load_directory()
+
+    async def _set_exemptions(self, state: PolicyState, change: ExemptionsChanged) -> None:
+        state.exemptions = self.static_exemptions + change.exemptions
+
+    async def _set_rules(self, state: PolicyState, change: RulesChanged) -> None:
+        state.rules = RuleIndex(change.rules)
 
     async def _check_version(self) -> None:
         """The safety net: Redis's version moved but no message explained it for a whole interval."""

@@ -1,13 +1,39 @@
-"""The only code that talks to Redis: the policy store facade and the changes it announces."""
+"""The only code that talks to Redis: the policy store, the changes it announces and the feed of them.
 
-from policy.store.facade import (
-    IMPORT_BATCH,
+The Redis key layout is described in `policy.store.facade`; the change messages in `policy.store.changes`.
+"""
+
+from policy.store.categories import IMPORT_BATCH, ImportResult
+from policy.store.changes import (
+    ApprovalsReloaded,
+    ApprovalsSaved,
+    CategoriesSwitched,
     Change,
-    ImportResult,
-    PolicyStore,
-    RequestChanged,
-    StoreError,
-    StoreUnavailable,
+    ChangeError,
+    DirectoryChanged,
+    ExemptionsChanged,
+    HostsAdded,
+    RulesChanged,
 )
+from policy.store.errors import RequestChanged, StoreError, StoreUnavailable
+from policy.store.facade import PolicyStore
+from policy.store.feed import ChangeFeed
 
-__all__ = ["IMPORT_BATCH", "Change", "ImportResult", "PolicyStore", "RequestChanged", "StoreError", "StoreUnavailable"]
+__all__ = [
+    "IMPORT_BATCH",
+    "ApprovalsReloaded",
+    "ApprovalsSaved",
+    "CategoriesSwitched",
+    "Change",
+    "ChangeError",
+    "ChangeFeed",
+    "DirectoryChanged",
+    "ExemptionsChanged",
+    "HostsAdded",
+    "ImportResult",
+    "PolicyStore",
+    "RequestChanged",
+    "RulesChanged",
+    "StoreError",
+    "StoreUnavailable",
+]

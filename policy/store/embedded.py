@@ -7,7 +7,6 @@ commands started together from starting two servers.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import subprocess
 import time
@@ -97,13 +96,3 @@ def _tail(path: Path, lines: int = 3) -> str:
     except OSError:
         return "(no log)"
 
-
-def stop_embedded_redis(directory: str | Path) -> bool:
-    """Shut the embedded Redis down cleanly (AOF flushed); False if none was running."""
-    socket_path = Path(directory).resolve() / "redis.sock"
-    if not _alive(socket_path):
-        return False
-    client = redis.Redis(unix_socket_path=str(socket_path))
-    with contextlib.suppress(redis.ConnectionError):  # the server closes the connection as it exits
-        client.shutdown(nosave=False)
-    return True

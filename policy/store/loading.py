@@ -1,0 +1,51 @@
+"""Reading the whole policy into memory: once per serve process, then it follows the change feed."""
+
+from __future__ import annotations
+
+from policy.categories import NO_MATCH, CategoryMatch
+from policy.hosts import host_suffixes
+from policy.rules import RuleIndex
+from policy.state import ApprovalIndex, PolicyState
+from policy.store.categories import CategoriesPart
+from policy.store.directory import DirectoryPart
+from policy.store.requests import RequestsPart
+from policy.store.rules import RulesPart
+
+
+class LoadingPart(CategoriesPart, RequestsPart, DirectoryPart, RulesPart):
+    async def load_state(self) -> PolicyState:
+        """Everything, for a serve process: version first, so later changes are re-applied, never missed."""
+        state = PolicyState(version=await self.version())
+        for category, generation in (await self.generations()).items():
+            async for batch in self.category_entries(category, generation):
+                state.categories.add(category, batch)
+        await self._load_the_rest(state)
+        return state
+
+    async def state_for(self, host: str | None) -> PolicyState:
+        """What one request needs without loading every list (its host's entries, and all the rest): the CLI."""
+        suffixes = host_suffixes(host) if host else []
+        generations = await self.generations()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.key("policy", "version"))
+            for category, generation in generations.items():
+                if suffixes:
+                    pipe.smismember(self.key("cat", category, generation), suffixes)
+            results = await pipe.execute()
+        state = PolicyState(version=int(results[0] or 0))
+        if suffixes:
+            for category, flags in zip(generations, results[1:], strict=True):
+                state.categories.add(category, [entry for entry, hit in zip(suffixes, flags, strict=True) if hit])
+        await self._load_the_rest(state)
+        return state
+
+    async def _load_the_rest(self, state: PolicyState) -> None:
+        """Everything but the category lists: approvals, rules, the directory and exemptions."""
+        state.approvals = ApprovalIndex(await self.all_approvals())
+        state.rules = RuleIndex(await self.list_rules())
+        state.directory = await self.load_directory()
+        state.exemptions = tuple(await self.exemptions())
+
+    async def lookup_categories(self, host: str) -> CategoryMatch:
+        state = await self.state_for(host)
+        return state.categories.match(host) if len(state.categories) else NO_MATCH

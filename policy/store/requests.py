@@ -1,0 +1,93 @@
+"""Access requests from the portal: one pending request per user, category and host; decided exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import WatchError
+
+from policy.approvals import Approval
+from policy.requests import AccessRequest, RequestStatus
+from policy.store.approvals import ApprovalsPart
+from policy.store.base import in_id_order
+from policy.store.errors import RequestChanged, StoreError
+
+
+class RequestsPart(ApprovalsPart):
+    async def portal_secret(self, generated: str) -> str:
+        """The shared token secret: `generated` if none was kept yet, else the one every instance uses."""
+        key = self.key("portal", "secret")
+        await self.client.set(key, generated, nx=True)
+        return str(await self.client.get(key))
+
+    async def get_request(self, request_id: str) -> AccessRequest:
+        return AccessRequest.from_json(await self._record("requests", request_id, "access request"))
+
+    async def all_requests(self) -> list[AccessRequest]:
+        return in_id_order((AccessRequest.from_json(text) for text in await self._records("requests")), "Q")
+
+    async def create_request(
+        self, build: Callable[[str], AccessRequest], open_key: str, nonce: str, nonce_ttl_s: int
+    ) -> tuple[AccessRequest, bool]:
+        """A new pending request (built by `build` from its id), unless one exists: (request, created).
+
+        The request already made with this token (its nonce), or the pending one for the same user, category
+        and host, is returned instead, so a second submit never makes a second request.
+        """
+        open_hash = self.key("request", "open")
+        token_key = self.key("request", "token", nonce)
+        while True:
+            pipeline: Any = self.client.pipeline(transaction=True)  # WATCH/MULTI: redis-py leaves them untyped
+            async with pipeline as pipe:
+                try:
+                    await pipe.watch(open_hash, token_key)
+                    existing = await pipe.get(token_key) or await pipe.hget(open_hash, open_key)
+                    if existing:
+                        await pipe.reset()
+                        return await self.get_request(str(existing)), False
+                    number = await self.client.incr(self.key("request", "seq"))
+                    request = build(f"Q{number}")
+                    pipe.multi()
+                    pipe.hset(self.key("requests"), request.id, request.to_json())
+                    pipe.hset(open_hash, open_key, request.id)
+                    pipe.set(token_key, request.id, ex=max(1, nonce_ttl_s))
+                    self._audit(
+                        pipe, request.user, "request-submit", request.id, request.department, None,
+                        request.to_record(with_key=False),
+                    )
+                    await pipe.execute()
+                    return request, True
+                except WatchError:
+                    continue  # another submit touched the index: look again
+
+    async def save_decision(
+        self, before: AccessRequest, after: AccessRequest, approval: Approval | None, actor: str
+    ) -> None:
+        """A request decided, with its approval (if approved), audit entries and change announcement, at once.
+
+        RequestChanged if the stored request is no longer `before` (decided meanwhile): nothing is written.
+        """
+        if before.status is not RequestStatus.PENDING:
+            raise StoreError(f"request {before.id} is already {before.status}")
+        await self._load_scripts()
+        requests = self.key("requests")
+        pipeline: Any = self.client.pipeline(transaction=True)
+        async with pipeline as pipe:
+            try:
+                await pipe.watch(requests)
+                current = await pipe.hget(requests, before.id)
+                if not current or AccessRequest.from_json(current) != before:
+                    raise RequestChanged(f"request {before.id} changed meanwhile")
+                pipe.multi()
+                pipe.hset(requests, after.id, after.to_json())
+                pipe.hdel(self.key("request", "open"), before.open_key)
+                if approval is not None:
+                    self._queue_approvals(pipe, [(approval, None)], actor, "grant")
+                self._audit(
+                    pipe, actor, f"request-{'approve' if approval is not None else 'deny'}", after.id,
+                    after.department, before.to_record(with_key=False), after.to_record(with_key=False),
+                )
+                await pipe.execute()
+            except WatchError:
+                raise RequestChanged(f"request {before.id} changed meanwhile") from None
