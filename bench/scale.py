@@ -43,7 +43,7 @@ def measure(size: int) -> dict[str, float]:
     """Runs inside the child process."""
     sys.path.insert(0, str(ROOT))
     from policy.approvals import Approval
-    from policy.decision import judge
+    from policy.decision import DecisionSettings, RequestFacts, judge
     from policy.state import PolicyState
 
     base_rss = rss_kib()
@@ -62,16 +62,16 @@ def measure(size: int) -> dict[str, float]:
         "alice",
         [Approval("A1", "alice", "webmail", "head", "need", now, now.replace(year=now.year + 1))],
     )
-    restricted = frozenset({"webmail", "cloud-storage", "web-im"})
+    settings = DecisionSettings(frozenset({"webmail", "cloud-storage", "web-im"}))
     del hosts
     timings = []
     for _ in range(ROUNDS):
         started = time.perf_counter()
         for host in targets:
-            judge(state, host, "/", "bob", restricted, now)
+            judge(state, RequestFacts(host, "/", "bob"), settings, now)
         timings.append((time.perf_counter() - started) / len(targets))
     timings.sort()
-    blocked = sum(judge(state, host, "/", "bob", restricted, now).blocked for host in targets)
+    blocked = sum(judge(state, RequestFacts(host, "/", "bob"), settings, now).blocked for host in targets)
     return {
         "entries": size,
         "decision_ns": timings[len(timings) // 2] * 1e9,

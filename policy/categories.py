@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
 from .hosts import normalise_host
 
 CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-DEFAULT_LIST_CATEGORIES = ("webmail", "cloud-storage", "web-im")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +35,6 @@ def validate_category(name: str) -> str:
     if not CATEGORY_RE.match(name):
         raise ValueError(f"invalid category name {name!r}: use lower-case letters, digits, '-' or '_' (at most 63)")
     return name
-
-
-def most_specific(suffixes: Sequence[str], values: Sequence[str | None]) -> CategoryMatch:
-    """Given a host's suffixes (most specific first) and the stored value for each, pick the governing entry."""
-    for entry, value in zip(suffixes, values, strict=True):
-        if value:
-            return CategoryMatch(entry=entry, categories=frozenset(value.split(",")))
-    return NO_MATCH
 
 
 def parse_host_list(lines: Iterable[str]) -> list[str]:

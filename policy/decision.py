@@ -58,16 +58,39 @@ _LAPSED = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionSettings:
+    """The configuration the decision depends on, built once (by the Application) rather than passed piecemeal.
+
+    `restricted` categories pass only with an approval or exemption; `forbidden` ones never pass unless a URL
+    rule allows them; `on_review_overdue` says whether an approval whose review is overdue still passes.
+    """
+
+    restricted: frozenset[str]
+    forbidden: frozenset[str] = frozenset()
+    on_review_overdue: OverduePolicy = "suspend"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What is known about one request: where it goes and who (as far as the proxy says) sends it."""
+
+    host: str | None
+    path: str = "/"
+    user: str | None = None
+    client_ip: str | None = None
+
+
+NO_FACTS = RequestFacts(host=None)
+
+
 def decide(
     match: CategoryMatch,
-    restricted: frozenset[str],
     approvals: Iterable[Approval],
+    settings: DecisionSettings,
     now: datetime,
-    host: str | None = None,
-    client_ip: str | None = None,
+    facts: RequestFacts = NO_FACTS,
     exemptions: Iterable[Exemption] = (),
-    on_review_overdue: OverduePolicy = "suspend",
-    forbidden: frozenset[str] = frozenset(),
 ) -> Decision:
     """Pass unless the host is in a restricted category that nothing opens for this request.
 
@@ -77,27 +100,28 @@ def decide(
     group before department before network; a single host before a whole category). The first category
     nothing opens explains the block, with the most recent lapsed approval that would have covered it.
     """
-    banned = match.categories & forbidden
+    banned = match.categories & settings.forbidden
     if banned:
         return Decision(Action.BLOCK, Reason.NOT_PERMITTED, min(banned), match.entry)
-    gated_set = match.categories & restricted
+    gated_set = match.categories & settings.restricted
     if not gated_set:
         return _not_restricted(match)
     candidates = list(approvals)
     exemptions = tuple(exemptions)
+    overdue_policy = settings.on_review_overdue
     passed: Decision | None = None
     for category in sorted(gated_set):
-        exemption = next((e for e in exemptions if e.covers(client_ip, category)), None)
+        exemption = next((e for e in exemptions if e.covers(facts.client_ip, category)), None)
         if exemption is not None:
             passed = passed or Decision(Action.PASS, Reason.EXEMPT, category, match.entry, exemption_id=exemption.id)
             continue
-        covering = [approval for approval in candidates if approval.covers(category, host)]
-        valid = [approval for approval in covering if approval.passes(now, on_review_overdue)]
+        covering = [approval for approval in candidates if approval.covers(category, facts.host)]
+        valid = [approval for approval in covering if approval.passes(now, overdue_policy)]
         if not valid:
-            reason, lapsed = _why_not(covering, now, on_review_overdue)
+            reason, lapsed = _why_not(covering, now, overdue_policy)
             return Decision(Action.BLOCK, reason, category, match.entry, lapsed)
         best = min(valid, key=_specificity)
-        overdue = best.state(now, on_review_overdue) is State.REVIEW_OVERDUE
+        overdue = best.state(now, overdue_policy) is State.REVIEW_OVERDUE
         passed = passed or Decision(
             Action.PASS,
             Reason.APPROVED,
@@ -131,41 +155,24 @@ def _why_not(covering: list[Approval], now: datetime, on_review_overdue: Overdue
     return _LAPSED[latest.state(now, on_review_overdue)], latest.id
 
 
-def judge(
-    state: PolicyState,
-    host: str | None,
-    path: str,
-    user: str | None,
-    client_ip: str | None,
-    restricted: frozenset[str],
-    now: datetime,
-    on_review_overdue: OverduePolicy = "suspend",
-    forbidden: frozenset[str] = frozenset(),
-) -> Decision:
+def judge(state: PolicyState, facts: RequestFacts, settings: DecisionSettings, now: datetime) -> Decision:
     """The whole decision for one request from in-memory policy: URL rules first, then the category lists.
 
     An allow rule beats every category, forbidden ones included; a category rule replaces the list's
     categories for its path.
     """
-    rule = state.rules.match(host, path) if host else None
+    host = facts.host
+    rule = state.rules.match(host, facts.path) if host else None
     if rule is not None and rule.kind == "allow":
         return Decision(Action.PASS, Reason.ALLOW_LISTED, None, rule.describe(), rule_id=rule.id)
     if rule is not None and rule.category:
         match = CategoryMatch(rule.describe(), frozenset((rule.category,)))
     else:
         match = state.categories.match(host) if host else NO_MATCH
-    if not (match.categories & restricted) and not (forbidden and match.categories & forbidden):
+    forbidden = settings.forbidden
+    if not (match.categories & settings.restricted) and not (forbidden and match.categories & forbidden):
         decision = _not_restricted(match)
     else:
-        decision = decide(
-            match,
-            restricted,
-            state.candidates(user, client_ip),
-            now,
-            host,
-            client_ip,
-            state.exemptions,
-            on_review_overdue,
-            forbidden,
-        )
+        candidates = state.candidates(facts.user, facts.client_ip)
+        decision = decide(match, candidates, settings, now, facts, state.exemptions)
     return replace(decision, rule_id=rule.id) if rule is not None else decision

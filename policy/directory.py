@@ -149,3 +149,24 @@ def parse_directory_csv(lines: Iterable[str], normalise_user: object = None) -> 
             raise DirectoryError(line, f"invalid email {email!r}")
         people.append(Person(user, department, values.get("name", ""), groups, heads, delegates, email))
     return people
+
+
+class IndexedDirectory(Directory):
+    """`approvers_of` from an index built once: an import may name thousands of approvers without authority."""
+
+    def __init__(self, people: dict[str, Person]) -> None:
+        super().__init__(people)
+        heads: dict[str, set[str]] = {}
+        delegates: dict[str, set[str]] = {}
+        for person in people.values():
+            for department in person.heads:
+                heads.setdefault(department, set()).add(person.user)
+            for department in person.delegates:
+                delegates.setdefault(department, set()).add(person.user)
+        self._approvers = {
+            department: (frozenset(heads.get(department, ())), frozenset(delegates.get(department, ())))
+            for department in heads.keys() | delegates.keys()
+        }
+
+    def approvers_of(self, department: str) -> tuple[frozenset[str], frozenset[str]]:
+        return self._approvers.get(department, (frozenset(), frozenset()))

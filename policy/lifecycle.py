@@ -21,8 +21,8 @@ class LifecycleError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Rules:
-    """The parts of the configuration that govern approvals."""
+class ApprovalRules:
+    """The parts of the configuration that govern approvals (not to be confused with URL rules, policy.rules)."""
 
     restricted: frozenset[str]
     max_validity_days: int = 180
@@ -33,7 +33,12 @@ class Rules:
 
 
 @dataclass(frozen=True, slots=True)
-class GrantRequest:
+class GrantSpec:
+    """What a grant asks for, as given (`approvals grant`, an import row, an approved access request).
+
+    Not yet checked: `build_approval` applies the rules and makes the Approval, without an id.
+    """
+
     subject_kind: SubjectKind
     subject: str
     category: str | None
@@ -59,32 +64,35 @@ def normalise_subject(kind: SubjectKind, subject: str) -> str:
     return subject
 
 
-def department_of(request: GrantRequest, directory: Directory, rules: Rules) -> str:
+def department_of(spec: GrantSpec, directory: Directory, rules: ApprovalRules) -> str:
     """The department that owns an approval: whose head approves it and reviews it."""
-    if request.subject_kind is SubjectKind.DEPARTMENT:
-        if request.department and request.department != request.subject:
-            raise LifecycleError(f"a department approval belongs to {request.subject}, not {request.department}")
-        return request.subject
-    if request.subject_kind is SubjectKind.USER:
-        person = directory.person(request.subject)
+    if spec.subject_kind is SubjectKind.DEPARTMENT:
+        if spec.department and spec.department != spec.subject:
+            raise LifecycleError(f"a department approval belongs to {spec.subject}, not {spec.department}")
+        return spec.subject
+    if spec.subject_kind is SubjectKind.USER:
+        person = directory.person(spec.subject)
         if person is not None:
-            if request.department and request.department != person.department:
+            if spec.department and spec.department != person.department:
                 raise LifecycleError(
-                    f"{request.subject} is in {person.department}, not {request.department} (directory)"
+                    f"{spec.subject} is in {person.department}, not {spec.department} (directory)"
                 )
             return person.department
         if rules.require_department_head:
             raise LifecycleError(
-                f"{request.subject!r} is not in the directory, so their department head is unknown "
+                f"{spec.subject!r} is not in the directory, so their department head is unknown "
                 "(load it with `clearance directory load`)"
             )
-        return request.department or ""
-    if not request.department:
-        raise LifecycleError(f"a {request.subject_kind} approval needs --department: whose head approves it")
-    return request.department
+        return spec.department or ""
+    if not spec.department:
+        raise LifecycleError(f"a {spec.subject_kind} approval needs --department: whose head approves it")
+    return spec.department
 
 
-def check_authority(person: str, department: str, directory: Directory, rules: Rules, doing: str) -> None:
+def check_authority(
+    person: str, department: str, directory: Directory, rules: ApprovalRules, doing: str
+) -> None:
+    """Only a head or delegate of the department may approve or review (when approvals.require_department_head)."""
     if not rules.require_department_head:
         return
     if directory.may_approve(person, department):
@@ -97,60 +105,76 @@ def check_authority(person: str, department: str, directory: Directory, rules: R
     )
 
 
-def build_approval(
-    request: GrantRequest, approval_id: str, now: datetime, directory: Directory, rules: Rules
-) -> Approval:
-    """A new approval, or LifecycleError naming the first rule it breaks."""
-    subject = normalise_subject(request.subject_kind, request.subject)
-    request = replace(request, subject=subject)
-    if (request.category is None) == (request.host is None):
-        raise LifecycleError("give exactly one scope: --category C or --host H")
-    host = None
-    if request.host is not None:
-        host = parse_host_entry(request.host)
-        if host is None:
-            raise LifecycleError(f"{request.host!r} is not a host name")
-    if request.category is not None and request.category not in rules.restricted:
-        restricted = ", ".join(sorted(rules.restricted))
-        raise LifecycleError(
-            f"category {request.category!r} is not restricted, so it needs no approval (restricted: {restricted})"
-        )
-    if not request.approver.strip():
+UNASSIGNED = ""  # the id of a built approval until the store hands out one (`dataclasses.replace`)
+
+
+def build_approval(spec: GrantSpec, now: datetime, directory: Directory, rules: ApprovalRules) -> Approval:
+    """A new approval with no id yet, or LifecycleError naming the first rule it breaks.
+
+    The id is left UNASSIGNED so that the rules run once: the caller takes an id from the store only after
+    every check has passed, and sets it with `dataclasses.replace(approval, id=...)`.
+    """
+    subject = normalise_subject(spec.subject_kind, spec.subject)
+    spec = replace(spec, subject=subject)
+    host = _checked_scope(spec, rules)
+    if not spec.approver.strip():
         raise LifecycleError("the approver must not be empty")
-    problem = justification_problem(request.justification, rules.min_justification_chars)
+    problem = justification_problem(spec.justification, rules.min_justification_chars)
     if problem:
         raise LifecycleError(problem)
-    if request.valid_until <= request.valid_from:
+    _check_validity(spec, now, rules)
+    department = department_of(spec, directory, rules)
+    check_authority(spec.approver, department, directory, rules, "approve")
+    review_due = min(spec.valid_from + timedelta(days=rules.review_interval_days), spec.valid_until)
+    return Approval(
+        id=UNASSIGNED,
+        subject_kind=spec.subject_kind,
+        subject=subject,
+        category=spec.category,
+        host=host,
+        department=department,
+        approver=spec.approver.strip(),
+        justification=" ".join(spec.justification.split()),
+        created_by=spec.created_by,
+        created_at=now,
+        valid_from=spec.valid_from,
+        valid_until=spec.valid_until,
+        review_due=review_due,
+        ticket=spec.ticket or None,
+    )
+
+
+def _checked_scope(spec: GrantSpec, rules: ApprovalRules) -> str | None:
+    """Exactly one scope, a restricted category or a host name; returns the host in canonical form."""
+    if (spec.category is None) == (spec.host is None):
+        raise LifecycleError("give exactly one scope: --category C or --host H")
+    host = None
+    if spec.host is not None:
+        host = parse_host_entry(spec.host)
+        if host is None:
+            raise LifecycleError(f"{spec.host!r} is not a host name")
+    if spec.category is not None and spec.category not in rules.restricted:
+        restricted = ", ".join(sorted(rules.restricted))
+        raise LifecycleError(
+            f"category {spec.category!r} is not restricted, so it needs no approval (restricted: {restricted})"
+        )
+    return host
+
+
+def _check_validity(spec: GrantSpec, now: datetime, rules: ApprovalRules) -> None:
+    """It ends after it starts and after now, and lasts no longer than approvals.max_validity_days."""
+    if spec.valid_until <= spec.valid_from:
         raise LifecycleError("the approval must end after it starts")
-    if request.valid_until <= now:
+    if spec.valid_until <= now:
         raise LifecycleError("the approval would already have ended")
     longest = timedelta(days=rules.max_validity_days)
     # Less than a day's grace, for --until: its last day runs to local midnight, so a grant made in the
     # morning for the longest period ends 180 days and some hours later; --days 181 is still too long.
-    if request.valid_until - request.valid_from >= longest + timedelta(days=1):
+    if spec.valid_until - spec.valid_from >= longest + timedelta(days=1):
         raise LifecycleError(
-            f"validity of {(request.valid_until - request.valid_from).days} days exceeds the maximum of "
+            f"validity of {(spec.valid_until - spec.valid_from).days} days exceeds the maximum of "
             f"{rules.max_validity_days} (approvals.max_validity_days): grant less and renew on review"
         )
-    department = department_of(request, directory, rules)
-    check_authority(request.approver, department, directory, rules, "approve")
-    review_due = min(request.valid_from + timedelta(days=rules.review_interval_days), request.valid_until)
-    return Approval(
-        id=approval_id,
-        subject_kind=request.subject_kind,
-        subject=subject,
-        category=request.category,
-        host=host,
-        department=department,
-        approver=request.approver.strip(),
-        justification=" ".join(request.justification.split()),
-        created_by=request.created_by,
-        created_at=now,
-        valid_from=request.valid_from,
-        valid_until=request.valid_until,
-        review_due=review_due,
-        ticket=request.ticket or None,
-    )
 
 
 def review(
@@ -160,7 +184,7 @@ def review(
     note: str,
     now: datetime,
     directory: Directory,
-    rules: Rules,
+    rules: ApprovalRules,
 ) -> Approval:
     """Record a critical review: keep (the next review moves on) or revoke."""
     if approval.revoked_at is not None:

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from .approvals import SubjectKind, justification_problem
-from .lifecycle import GrantRequest
+from .lifecycle import GrantSpec
 
 
 class RequestError(ValueError):
@@ -146,9 +146,9 @@ def check_decision(request: AccessRequest, by: str) -> None:
         raise RequestError(f"{by!r} made request {request.id} and may not decide it: another approver must")
 
 
-def grant_for(request: AccessRequest, by: str, actor: str, days: int | None, now: datetime) -> GrantRequest:
+def grant_for(request: AccessRequest, by: str, actor: str, days: int | None, now: datetime) -> GrantSpec:
     """The ordinary approval a request becomes: the requester, the whole category, the days asked or given."""
-    return GrantRequest(
+    return GrantSpec(
         subject_kind=SubjectKind.USER,
         subject=request.user,
         category=request.category,

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from policy.sources.lists import CategoryMap, SourceError, open_source, scan
+from policy.sources.formats import open_source
+from policy.sources.lines import SourceError
+from policy.sources.lists import CategoryMap, scan
 from policy.store import PolicyStore
 from tests.conftest import CLI, clearance_env
 

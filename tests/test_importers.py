@@ -8,19 +8,10 @@ from pathlib import Path
 import pytest
 
 from policy.categories import parse_host_entry
-from policy.sources import lists as importers
-from policy.sources.lists import (
-    NOT_A_HOST,
-    PATH_ENTRY,
-    CategoryMap,
-    ScanReport,
-    SourceError,
-    detect_format,
-    normalise_entry,
-    open_source,
-    parse_line,
-    scan,
-)
+from policy.sources import lines as importers
+from policy.sources.formats import detect_format, open_source
+from policy.sources.lines import NOT_A_HOST, PATH_ENTRY, SourceError, normalise_entry, parse_line
+from policy.sources.lists import CategoryMap, ScanReport, scan
 
 DEFAULT_MAP = CategoryMap({"webmail": "webmail", "filehosting": "cloud-storage", "chat": "web-im"})
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from icap_server.admin.support import StoreAction, UsageError, local_time, print_table
+from icap_server.admin.support import Commands, StoreAction, UsageError, local_time, print_table
 from icap_server.config import Config
 from policy.report import (
     NO_DEPARTMENT,
@@ -38,7 +38,8 @@ FORMATS = ("table", "csv", "json")
 REPORT_DEFAULT_DAYS = 30
 
 
-def add_parsers(commands: Any) -> None:
+def register(commands: Commands) -> None:
+    """`audit` and `report`: two commands, one group of reading and rendering."""
     audit = commands.add_parser("audit", help="the audit trail: who changed what, when, before and after")
     audit.add_argument("--since", metavar="YYYY-MM-DD", help="entries from this day on (local time)")
     audit.add_argument("--department", help="entries for approvals of this department ('-': entries with none)")
@@ -49,6 +50,7 @@ def add_parsers(commands: Any) -> None:
         help="only this action, e.g. grant, revoke, review-keep; a prefix before '-' matches all: review, rule",
     )
     audit.add_argument("--format", choices=FORMATS, default="table", help="default: table")
+    audit.set_defaults(handler=audit_command)
 
     report = commands.add_parser("report", help="per department: active, expiring, overdue, unused, revoked")
     report.add_argument("--department", help="only this department ('-': approvals with none)")
@@ -56,6 +58,7 @@ def add_parsers(commands: Any) -> None:
         "--since", metavar="YYYY-MM-DD", help=f"revocations from this day on (default: {REPORT_DEFAULT_DAYS} days ago)"
     )
     report.add_argument("--format", choices=FORMATS, default="table", help="default: table")
+    report.set_defaults(handler=report_command)
 
 
 def _since(text: str | None, zone: ZoneInfo) -> datetime | None:
@@ -97,7 +100,7 @@ def _write_csv(rows: Sequence[Sequence[Any]]) -> None:
 AUDIT_COLUMNS = ("time", "actor", "action", "target", "department", "change")
 
 
-def audit(args: argparse.Namespace, config: Config) -> StoreAction:
+def audit_command(args: argparse.Namespace, config: Config) -> StoreAction:
     zone = ZoneInfo(config.policy.timezone)
     since = _since(args.since, zone)
 
@@ -172,7 +175,7 @@ def render_audit(entries: Sequence[dict[str, str]], zone: ZoneInfo, form: str, c
 # ---- report -----------------------------------------------------------------------------------
 
 
-def report(args: argparse.Namespace, config: Config) -> StoreAction:
+def report_command(args: argparse.Namespace, config: Config) -> StoreAction:
     zone = ZoneInfo(config.policy.timezone)
     now = datetime.now(UTC)
     default_since = datetime.combine(
@@ -338,8 +341,3 @@ def _render_department(department: DepartmentReport, zone: ZoneInfo, console: Co
             print(f"\n{label}:")
             print_table(rows)
 
-
-HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], StoreAction]] = {
-    ("audit", None): audit,
-    ("report", None): report,
-}

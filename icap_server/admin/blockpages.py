@@ -38,9 +38,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """BlockPageError (a ConfigError) propagates: main prints it as one line and exits 2."""
-    from blockpages.render import BlockFacts, RequestForm, check_templates  # Jinja2 and Babel only when needed
+    from blockpages.render import BlockFacts, RequestForm  # Jinja2 and Babel only when needed
+    from icap_server.service.pages import block_pages
 
-    renderer = check_templates(config)
+    renderer = block_pages(config)
     if args.action == "check":
         where = config.blockpages.template_dir or "built-in templates only"
         print(f"block-page templates OK ({where})")
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         time=datetime.now(UTC).astimezone(ZoneInfo(config.policy.timezone)),
     )
     form = RequestForm("http://portal.example/request", "sample-token", config.approvals.max_validity_days)
-    language = args.language or config.blockpages.default_language
+    language = args.language or renderer.settings.default_language
     page = renderer.render(facts, args.format, language, form if args.form else None)
     sys.stdout.buffer.write(page.body)
     return 0

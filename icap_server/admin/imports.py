@@ -14,32 +14,22 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from icap_server.admin.support import StoreAction, UsageError
+from icap_server.admin.support import StoreAction, UsageError, print_table
+from icap_server.config import Config
 from policy.categories import validate_category
-from policy.sources.lists import (
-    FORMATS,
-    SKIP_LABELS,
-    CategoryMap,
-    ScanReport,
-    Source,
-    SourceError,
-    open_source,
-    scan,
-)
+from policy.sources.formats import FORMATS, Source, open_source
+from policy.sources.lines import SKIP_LABELS, SourceError
+from policy.sources.lists import CategoryMap, ScanReport, scan
 from policy.store import IMPORT_BATCH, PolicyStore
-
-if TYPE_CHECKING:
-    from icap_server.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `categories import` (cli.py builds the parser; this keeps the options in one place)."""
+    """The arguments of `categories import` (admin/categories.py adds the parser; the options live here)."""
     parser.add_argument("path", metavar="PATH", help="a UT1 / squidGuard directory, a host,category CSV or a list")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="default: detect from PATH")
     parser.add_argument("--category", help="the category of a plain host list")
@@ -56,21 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="read and check everything, write nothing")
 
 
-def _usage(message: str) -> Exception:
-    return UsageError(message)
-
-
 def parse_maps(values: Sequence[str]) -> dict[str, str]:
     overrides: dict[str, str] = {}
     for value in values:
         source, sep, target = value.partition("=")
         source, target = source.strip().lower(), target.strip()
         if not sep or not source or not target:
-            raise _usage(f"--map: expected SRC=DST, got {value!r}")
+            raise UsageError(f"--map: expected SRC=DST, got {value!r}")
         try:
             overrides[source] = validate_category(target)
         except ValueError as error:
-            raise _usage(f"--map {value}: {error}") from None
+            raise UsageError(f"--map {value}: {error}") from None
     return overrides
 
 
@@ -80,17 +66,17 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
         cmap = CategoryMap(config.import_.category_map, config.import_.only_mapped).with_overrides(parse_maps(args.map))
         source = open_source(path, args.format, args.category)
     except (SourceError, ValueError) as error:
-        raise _usage(str(error)) from None
+        raise UsageError(str(error)) from None
     show = sys.stderr.isatty()
     started = time.perf_counter()
     try:
         with ProgressDisplay(show) as display:
             report = scan(source, cmap, display.task(f"Reading {path.name or path}", None, "lines"))
     except SourceError as error:
-        raise _usage(str(error)) from None
+        raise UsageError(str(error)) from None
     parsed = time.perf_counter() - started
     if not report.targets:
-        raise _usage(f"{path}: nothing to import: {_nothing_hint(report)}")
+        raise UsageError(f"{path}: nothing to import: {_nothing_hint(report)}")
     if args.dry_run:
 
         async def dry_run(store: PolicyStore) -> int:
@@ -112,7 +98,7 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
                     sources, replace=args.replace, progress=advance, actor=args.actor
                 )
             except SourceError as error:
-                raise _usage(str(error)) from None
+                raise UsageError(str(error)) from None
         elapsed = time.perf_counter() - started
         timing = (parsed, time.perf_counter() - written, elapsed)
         print_result(report, result.entries, before, args.replace, timing, result.version)
@@ -145,12 +131,6 @@ def plural(count: int, one: str, many: str) -> str:
 
 def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}" if seconds > 0 else "-"
-
-
-def print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def print_left_out(report: ScanReport) -> None:
@@ -270,7 +250,7 @@ class ProgressDisplay:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+        self, kind: type[BaseException] | None, error: BaseException | None, _trace: TracebackType | None
     ) -> None:
         if self.progress is not None:
             self.progress.stop()

@@ -8,13 +8,20 @@ saved with its audit entry and change announcement together with the request's d
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from icap_server.admin.approvals import rules_from
-from icap_server.admin.support import StoreAction, UsageError, local_time, print_fields, print_table
+from icap_server.admin.support import (
+    Commands,
+    StoreAction,
+    UsageError,
+    add_group,
+    approval_rules,
+    local_time,
+    print_fields,
+    print_table,
+)
 from icap_server.config import Config
 from policy.identity import normalise_username
 from policy.lifecycle import LifecycleError, build_approval, check_authority
@@ -22,24 +29,26 @@ from policy.requests import RequestError, RequestStatus, approved, check_decisio
 from policy.store import PolicyStore, RequestChanged
 
 
-def add_parsers(commands: Any) -> None:
-    requests = commands.add_parser(
-        "requests", help="access requests made from block pages: list, show, approve, deny"
-    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+def register(commands: Commands) -> None:
+    requests = add_group(commands, "requests", "access requests made from block pages: list, show, approve, deny")
     listing = requests.add_parser("list", help="list access requests (newest last)")
     listing.add_argument("--status", choices=[str(status) for status in RequestStatus])
     listing.add_argument("--department", help="requests from this department")
+    listing.set_defaults(handler=requests_list)
     show = requests.add_parser("show", help="one request in full, with its justification")
     show.add_argument("id")
+    show.set_defaults(handler=requests_show)
     approve = requests.add_parser("approve", help="approve: grants the requester the category (prints the approval)")
     approve.add_argument("id")
     approve.add_argument("--by", required=True, help="the head (or delegate) of the requester's department")
     approve.add_argument("--days", type=int, metavar="N", help="valid for N days (default: as requested)")
     approve.add_argument("--note", default="", help="shown to the requester")
+    approve.set_defaults(handler=requests_approve)
     deny = requests.add_parser("deny", help="decline a request")
     deny.add_argument("id")
     deny.add_argument("--by", required=True, help="the head (or delegate) of the requester's department")
     deny.add_argument("--note", default="", help="why; shown to the requester")
+    deny.set_defaults(handler=requests_deny)
 
 
 def requests_list(args: argparse.Namespace, config: Config) -> StoreAction:
@@ -108,7 +117,7 @@ def requests_approve(args: argparse.Namespace, config: Config) -> StoreAction:
         raise UsageError("--by must name the approver")
     if args.days is not None and args.days < 1:
         raise UsageError(f"--days must be at least 1, got {args.days}")
-    rules = rules_from(config)
+    rules = approval_rules(config)
 
     async def action(store: PolicyStore) -> int:
         while True:
@@ -117,11 +126,10 @@ def requests_approve(args: argparse.Namespace, config: Config) -> StoreAction:
             try:
                 check_decision(before, by)
                 grant = grant_for(before, by, args.actor, args.days, now)
-                directory = await store.load_directory()
-                build_approval(grant, "A0", now, directory, rules)  # every check before an id is taken
-                approval = build_approval(grant, await store.next_approval_id(), now, directory, rules)
+                checked = build_approval(grant, now, await store.load_directory(), rules)
             except (RequestError, LifecycleError) as error:
                 raise UsageError(str(error)) from None
+            approval = replace(checked, id=await store.next_approval_id())  # an id only once every check passed
             after = approved(before, by, now, args.note.strip(), approval.id, approval.valid_until)
             try:
                 await store.save_decision(before, after, approval, args.actor)
@@ -138,7 +146,7 @@ def requests_deny(args: argparse.Namespace, config: Config) -> StoreAction:
     by = normalise_username(args.by, config.identity) if args.by.strip() else ""
     if not by:
         raise UsageError("--by must name who declines")
-    rules = rules_from(config)
+    rules = approval_rules(config)
 
     async def action(store: PolicyStore) -> int:
         while True:
@@ -161,10 +169,3 @@ def requests_deny(args: argparse.Namespace, config: Config) -> StoreAction:
 
     return action
 
-
-HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Config], StoreAction]] = {
-    ("requests", "list"): requests_list,
-    ("requests", "show"): requests_show,
-    ("requests", "approve"): requests_approve,
-    ("requests", "deny"): requests_deny,
-}

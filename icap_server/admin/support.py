@@ -1,18 +1,75 @@
-"""Pieces every `clearance` command module shares: the usage error, the store action type, tables."""
+"""Pieces every `clearance` command module shares: the usage error, the handler types, tables, checked input.
+
+Each command group module has `register(commands)`, which adds its subparsers and sets `handler` on each
+leaf; `main` parses, calls the handler (which checks every argument before any connection is made) and
+runs the StoreAction it returns against the store, or returns its exit code for commands without one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import argparse
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from typing import TypeAlias
 from zoneinfo import ZoneInfo
 
+from icap_server.config import Config
+from policy.categories import validate_category
+from policy.lifecycle import ApprovalRules
 from policy.store import PolicyStore
+from policy.store.embedded import ensure_embedded_redis
 
 StoreAction = Callable[[PolicyStore], Awaitable[int]]
+# A handler checks its arguments, then returns the store action to run, or an exit code (serve, blockpages).
+Handler = Callable[[argparse.Namespace, Config], StoreAction | int]
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class UsageError(Exception):
     """Bad input from the admin: reported as one line, exit code 2, nothing written."""
+
+
+def add_group(commands: Commands, name: str, help: str) -> Commands:
+    """A command with actions (`clearance NAME ACTION …`); each action's parser sets its own handler."""
+    return commands.add_parser(name, help=help).add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def redis_url(config: Config) -> str:
+    """The configured Redis, else the embedded one (started, or reused, under redis.embedded_dir)."""
+    return config.redis.url or ensure_embedded_redis(config.redis.embedded_dir)
+
+
+def approval_rules(config: Config) -> ApprovalRules:
+    """The approval rules from the configuration: the same for grant, import, review and requests approve."""
+    approvals = config.approvals
+    return ApprovalRules(
+        restricted=frozenset(config.policy.restricted_categories),
+        max_validity_days=approvals.max_validity_days,
+        review_interval_days=approvals.review_interval_days,
+        require_department_head=approvals.require_department_head,
+        on_review_overdue=approvals.on_review_overdue,
+        min_justification_chars=approvals.min_justification_chars,
+    )
+
+
+def checked_category(name: str) -> str:
+    """A category name as given on the command line, or UsageError saying what a name may be."""
+    try:
+        return validate_category(name)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+@contextmanager
+def reading(name: object) -> Iterator[None]:
+    """Around opening and reading an input file: a missing file or bytes that are not UTF-8 become one line."""
+    try:
+        yield
+    except OSError as error:
+        raise UsageError(f"{name}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{name}: not UTF-8 text") from None
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -13,13 +13,14 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from blockpages.negotiate import choose_format, choose_language
-from blockpages.render import REQUESTABLE, BlockFacts, Renderer, RequestForm
+from blockpages.render import REQUESTABLE, BlockFacts, RequestForm
 from icap_server.config import Config
 from icap_server.protocol import ICAPRequest, Response
 from icap_server.service import responses
+from icap_server.service.pages import block_pages
 from icap_server.service.sync import PolicyUnavailable
 from icap_server.service.usage import UsageRecorder
-from policy.decision import Action, Decision, Reason, judge
+from policy.decision import Action, Decision, DecisionSettings, Reason, RequestFacts, judge
 from policy.hosts import request_host, request_path
 from policy.identity import Identity, identify
 from policy.state import PolicyState
@@ -102,14 +103,16 @@ class Application:
     def __init__(self, config: Config, policy: PolicySource) -> None:
         self.config = config
         self.policy = policy
-        self.restricted = frozenset(config.policy.restricted_categories)
-        self.forbidden = frozenset(config.policy.forbidden_categories)
+        self.settings = DecisionSettings(
+            restricted=frozenset(config.policy.restricted_categories),
+            forbidden=frozenset(config.policy.forbidden_categories),
+            on_review_overdue=config.approvals.on_review_overdue,
+        )
         self.timezone = ZoneInfo(config.policy.timezone)
-        self.on_review_overdue = config.approvals.on_review_overdue
         self.usage = UsageRecorder()
         self.portal: PortalLink | None = None
         # Compiles the block-page templates and renders each with sample facts: a broken one fails here.
-        self.pages = Renderer(config)
+        self.pages = block_pages(config)
 
     @property
     def istag(self) -> str:
@@ -135,18 +138,8 @@ class Application:
             state = self.policy.state
         except PolicyUnavailable:
             return Verdict(0, identity, host, UNAVAILABLE, self.policy.version, secrets.token_hex(6))
-        path = request_path(http.method, target)
-        decision = judge(
-            state,
-            host,
-            path,
-            identity.user,
-            identity.client_ip,
-            self.restricted,
-            now,
-            self.on_review_overdue,
-            self.forbidden,
-        )
+        facts = RequestFacts(host, request_path(http.method, target), identity.user, identity.client_ip)
+        decision = judge(state, facts, self.settings, now)
         if decision.approval_id is not None and not decision.blocked:
             self.usage.note(decision.approval_id, now)
         reference = secrets.token_hex(6) if decision.blocked else None

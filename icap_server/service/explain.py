@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from icap_server.config import Config, static_exemptions
+from icap_server.config import Config
 from icap_server.protocol import ICAPConnection, ICAPRequest
 from icap_server.service.application import Application, FixedPolicy
+from icap_server.service.exemptions import static_exemptions
 from policy.hosts import request_host
 from policy.store import PolicyStore
 

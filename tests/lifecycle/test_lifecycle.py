@@ -2,138 +2,31 @@
 
 The default test config switches the department-head rule off; these tests write their own config with the
 rules as shipped (require_department_head, 20-character justifications, 180 days at most, review every 90).
+Reviews of overdue approvals are in test_lifecycle_review.py; fixtures and helpers in conftest.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import redis
 
-from policy.approvals import Approval, SubjectKind
-from policy.store import PolicyStore
-from tests.conftest import CLI, StartServer
-from tests.support.icap_client import exchange, reqmod, wait_until_synced
-
-ZONE = ZoneInfo("Asia/Hong_Kong")  # policy.timezone's default: --from/--until dates are local days
-PREFIX = "clearance:"
-WHY = "Exchanging documents with an overseas partner agency"
-
-RULES = (
-    "policy:\n  load_default_lists: false\n"
-    "approvals:\n"
-    "  require_department_head: true\n"
-    "  min_justification_chars: 20\n"
-    "  max_validity_days: 180\n"
-    "  review_interval_days: 90\n"
-    "  on_review_overdue: {overdue}\n"
-    "logging:\n  format: json\n"
+from tests.conftest import CLI
+from tests.lifecycle.conftest import (
+    DIRECTORY,
+    PREFIX,
+    WHY,
+    assert_refused,
+    explain,
+    grant,
+    local_today,
+    show,
+    snapshot,
+    stored,
 )
-
-DIRECTORY = """user,name,department,groups,heads,delegates
-alice,Alice Chan,Finance,finance-staff;travel,,
-bob,Bob Lee,Finance,finance-staff,,
-hfin,Henry Fung,Finance,finance-staff,Finance,
-dfin,Dora Fok,Finance,,,Finance
-carol,Carol Wong,IT,travel,,
-hit,Ivy Tam,IT,,IT,
-"""
-
-
-@pytest.fixture
-def rules_config(tmp_path: Path) -> Path:
-    path = tmp_path / "rules.yaml"
-    path.write_text(RULES.format(overdue="suspend"), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def warn_config(tmp_path: Path) -> Path:
-    path = tmp_path / "rules-warn.yaml"
-    path.write_text(RULES.format(overdue="warn"), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def admin(cli: CLI, rules_config: Path) -> CLI:
-    """`clearance --config rules.yaml ARGS…`."""
-
-    def run(*args: str, check: bool = True, config: Path | None = None) -> Any:
-        return cli("--config", str(config or rules_config), *args, check=check)
-
-    return run
-
-
-@pytest.fixture
-def org(admin: CLI, tmp_path: Path) -> CLI:
-    """The directory above loaded, and one host in each restricted category."""
-    directory = tmp_path / "directory.csv"
-    directory.write_text(DIRECTORY, encoding="utf-8")
-    admin("directory", "load", str(directory))
-    admin("categories", "add", "webmail", "mail.google.com")
-    admin("categories", "add", "web-im", "web.whatsapp.com", "web.telegram.org")
-    admin("categories", "add", "cloud-storage", "drive.google.com")
-    return admin
-
-
-def grant(admin: CLI, *args: str, approver: str = "hfin", days: str = "30", **options: str) -> str:
-    extra = [item for name, value in options.items() for item in (f"--{name.replace('_', '-')}", value)]
-    result = admin(
-        "approvals", "grant", *args, *extra, "--days", days, "--approver", approver, "--justification", WHY
-    )
-    approval_id: str = result.stdout.strip()
-    assert approval_id.startswith("A") and "\n" not in approval_id, result.stdout
-    return approval_id
-
-
-def explain(admin: CLI, url: str, user: str | None = None, client_ip: str | None = None) -> dict[str, str]:
-    args = ["explain", url]
-    if user:
-        args += ["--user", user]
-    if client_ip:
-        args += ["--client-ip", client_ip]
-    lines = admin(*args).stdout.splitlines()
-    return {label.strip(): value.strip() for label, _, value in (line.partition(":") for line in lines)}
-
-
-def show(admin: CLI, approval_id: str, config: Path | None = None) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in admin("approvals", "show", approval_id, config=config).stdout.splitlines():
-        label, _, value = line.partition(":")
-        fields.setdefault(label.strip(), value.strip())
-    return fields
-
-
-def stored(client: redis.Redis, approval_id: str) -> dict[str, Any]:
-    text = client.hget(PREFIX + "approvals", approval_id)
-    assert text, f"{approval_id} is not in Redis"
-    record: dict[str, Any] = json.loads(text)
-    return record
-
-
-def snapshot(client: redis.Redis) -> dict[str, Any]:
-    """Everything a refused command must leave as it was."""
-    return {
-        "approvals": client.hgetall(PREFIX + "approvals"),
-        "directory": client.hgetall(PREFIX + "directory"),
-        "seq": client.get(PREFIX + "approval:seq"),
-        "version": client.get(PREFIX + "policy:version"),
-    }
-
-
-def assert_refused(result: Any, *fragments: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert result.stderr.startswith("clearance: ") and result.stderr.count("\n") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
-    assert not result.stdout.strip(), result.stdout
-
 
 # ---- 1. the directory -----------------------------------------------------------------------
 
@@ -319,10 +212,6 @@ def test_justification_must_state_a_genuine_need(org: CLI, sync_redis: redis.Red
 # ---- 4. validity and review --------------------------------------------------------------------
 
 
-def local_today() -> date:
-    return datetime.now(ZONE).date()
-
-
 def test_validity_longer_than_the_maximum_is_refused(org: CLI, sync_redis: redis.Redis) -> None:
     before = snapshot(sync_redis)
     too_long = [
@@ -344,124 +233,3 @@ def test_validity_longer_than_the_maximum_is_refused(org: CLI, sync_redis: redis
     valid_from = datetime.fromisoformat(record["valid_from"])
     assert datetime.fromisoformat(record["valid_until"]) - valid_from == timedelta(days=180)
     assert datetime.fromisoformat(record["review_due"]) - valid_from == timedelta(days=90)
-
-
-def overdue_grant(admin: CLI, user: str = "alice", category: str = "webmail") -> str:
-    """Valid from 100 days ago for 120 days: the 90-day review fell due 10 days ago."""
-    return grant(
-        admin, "--user", user, "--category", category, days="120",
-        **{"from": (local_today() - timedelta(days=100)).isoformat()},
-    )
-
-
-def overdue_approval(redis_url: str, user: str = "alice", category: str = "webmail") -> str:
-    """Written as a store would hold it: granted a day ago for 170 days, its review due an hour ago."""
-    now = datetime.now(UTC)
-
-    async def save() -> str:
-        store = PolicyStore.from_url(redis_url)
-        try:
-            approval = Approval(
-                id=await store.next_approval_id(),
-                subject_kind=SubjectKind.USER,
-                subject=user,
-                category=category,
-                host=None,
-                department="Finance",
-                approver="hfin",
-                justification=WHY,
-                created_by="test",
-                created_at=now - timedelta(days=1),
-                valid_from=now - timedelta(days=1),
-                valid_until=now + timedelta(days=169),
-                review_due=now - timedelta(hours=1),
-            )
-            await store.save_approval(approval, "test", "grant", None)
-            return approval.id
-        finally:
-            await store.close()
-
-    return asyncio.run(save())
-
-
-def test_review_overdue_suspends_and_a_heads_review_keeps_or_revokes(
-    org: CLI, sync_redis: redis.Redis, redis_url: str, warn_config: Path
-) -> None:
-    kept = overdue_approval(redis_url)
-    revoked = overdue_grant(org, "bob")  # through the CLI: --from 100 days back, the review was due 10 days ago
-    now = datetime.now(UTC)
-    assert datetime.fromisoformat(stored(sync_redis, revoked)["review_due"]) < now - timedelta(days=9)
-
-    # on_review_overdue: suspend (the default) — no traffic until someone reviews it
-    for user, approval_id in (("alice", kept), ("bob", revoked)):
-        found = explain(org, "http://mail.google.com/", user=user)
-        assert (found["decision"], found["reason"]) == ("block", "approval-suspended"), found
-        assert found["approval"] == approval_id
-        assert show(org, approval_id)["state"] == "suspended"
-    listed = org("approvals", "list", "--state", "suspended").stdout
-    assert kept in listed and revoked in listed
-
-    # on_review_overdue: warn — it passes, and is flagged as overdue
-    passing = org("explain", "http://mail.google.com/", "--user", "alice", config=warn_config).stdout
-    assert "decision:  pass" in passing and f"approval:  {kept} (user alice, category webmail)" in passing
-    overdue = org("approvals", "list", "--state", "review-overdue", config=warn_config).stdout
-    assert kept in overdue and revoked in overdue
-    assert show(org, kept, warn_config)["state"] == "review-overdue"
-
-    # someone who is neither head nor delegate of Finance may not review
-    before = snapshot(sync_redis)
-    for reviewer in ("bob", "hit"):
-        result = org("approvals", "review", kept, "--by", reviewer, "--keep", check=False)
-        assert_refused(result, f"'{reviewer}' may not review approvals for Finance")
-        assert snapshot(sync_redis) == before
-    assert show(org, kept)["state"] == "suspended"
-
-    # the head keeps it: it passes again and the next review is 90 days on
-    assert org("approvals", "review", kept, "--by", "hfin", "--keep", "--note", "still needed").stdout.strip() == (
-        f"{kept} active"
-    )
-    found = explain(org, "http://mail.google.com/", user="alice")
-    assert (found["decision"], found["reason"], found["approval"].split()[0]) == ("pass", "approved", kept)
-    record = stored(sync_redis, kept)
-    due = datetime.fromisoformat(record["review_due"])
-    assert abs(due - (datetime.now(UTC) + timedelta(days=90))) < timedelta(minutes=5)
-    assert [(r["by"], r["decision"], r["note"]) for r in record["reviews"]] == [("hfin", "keep", "still needed")]
-    shown = show(org, kept)
-    assert shown["state"] == "active"
-    assert shown["review due"] == due.astimezone(ZONE).strftime("%Y-%m-%d %H:%M")
-    assert shown["review"].endswith("keep by hfin: still needed")
-
-    # the delegate revokes the other one on review
-    assert org("approvals", "review", revoked, "--by", "dfin", "--revoke").stdout.strip() == f"{revoked} revoked"
-    found = explain(org, "http://mail.google.com/", user="bob")
-    assert (found["decision"], found["reason"], found["approval"]) == ("block", "approval-revoked", revoked)
-    record = stored(sync_redis, revoked)
-    assert (record["status"], record["revoked_by"]) == ("revoked", "dfin")
-    result = org("approvals", "review", revoked, "--by", "hfin", "--keep", check=False)
-    assert_refused(result, "was revoked by dfin")
-
-
-def test_overdue_approval_in_warn_mode_passes_the_server_and_is_logged_as_overdue(
-    org: CLI, start_icap_server: StartServer, redis_url: str
-) -> None:
-    approval_id = overdue_grant(org)
-    server = start_icap_server(RULES.format(overdue="warn"))
-    wait_until_synced(server.port, redis_url)
-    (answer,) = exchange(server.port, reqmod("http://mail.google.com/inbox", user="alice"))
-    assert answer.startswith(b"ICAP/1.0 204"), answer[:200]
-    record = next_icap_record(server, "mail.google.com")
-    assert (record["decision"], record["reason"], record["approval_id"]) == ("pass", "approved", approval_id)
-    assert record["review_overdue"] is True
-
-
-def next_icap_record(server: Any, host: str, timeout: float = 5.0) -> dict[str, Any]:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        records = [r for r in server.log_lines() if r.get("event") == "icap" and r.get("host") == host]
-        if records:
-            record: dict[str, Any] = records[-1]
-            return record
-        assert time.monotonic() < deadline, server.log_path.read_text()[-2000:]
-        time.sleep(0.05)
