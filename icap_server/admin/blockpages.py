@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from blockpages.negotiate import LANGUAGES
+from icap_server.admin.support import Commands
 from icap_server.config import Config
 
 BLOCK_REASONS = (
@@ -20,10 +21,10 @@ BLOCK_REASONS = (
 )
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    pages = commands.add_parser("blockpages", help="check or preview the block-page templates").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
+def register(commands: Commands) -> None:
+    group = commands.add_parser("blockpages", help="check or preview the block-page templates")
+    group.set_defaults(handler=run)
+    pages = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     pages.add_parser("check", help="compile and test-render every template (as serve does at start-up)")
     preview = pages.add_parser("preview", help="print a block page rendered with sample facts")
     preview.add_argument("--reason", choices=BLOCK_REASONS, default="no-approval")

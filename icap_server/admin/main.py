@@ -36,12 +36,6 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
 
 
-def _register_blockpages(commands: Commands) -> None:
-    """admin/blockpages.py keeps its `add_parsers` / `run` shape; its handler is set here."""
-    blockpages.add_parsers(commands)
-    commands.choices["blockpages"].set_defaults(handler=blockpages.run)
-
-
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     serve.register,
     categories.register,
@@ -51,7 +45,7 @@ COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     audit.register,  # `audit` and `report`
     requests.register,
     rules.register,
-    _register_blockpages,
+    blockpages.register,
     explain.register,
 )
 
