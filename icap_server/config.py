@@ -44,7 +44,7 @@ def _wrong(sentence: str, **constraints: Any) -> Meta:
 
 # The rule of policy.categories.validate_category (its CATEGORY_RE), repeated here because this module imports
 # nothing of ours: the two must agree, and tests/test_config.py checks that they do on a table of names.
-CATEGORY_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+CATEGORY_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}\Z"
 Category = Annotated[
     str,
     _wrong("invalid category name: use lower-case letters, digits, '-' or '_' (at most 63)", pattern=CATEGORY_PATTERN),

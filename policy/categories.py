@@ -9,7 +9,7 @@ from importlib import resources
 
 from .hosts import normalise_host
 
-CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would let a final newline through
 
 
 @dataclass(frozen=True, slots=True)

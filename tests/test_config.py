@@ -192,3 +192,11 @@ def test_the_cli_reports_a_bad_config_in_one_line_and_exits_2(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert result.stderr == f"clearance: {path}: server.workers: expected a whole number, got 'many'\n"
+
+
+@pytest.mark.parametrize("name", ["webmail\n", "web-im\n", "x\n"])
+def test_a_category_name_with_a_final_newline_is_refused_by_both(name: str) -> None:
+    with pytest.raises(ValueError):
+        validate_category(name)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(name, Category)
