@@ -1,18 +1,26 @@
-"""Shared fixtures: a real Redis per session (flushed per test), the clearance CLI, a running ICAP server."""
+"""Shared fixtures: a real Redis per session (flushed per test), the clearance CLI, a running ICAP server.
+
+Every server runs in a process group of its own and is stopped as a group; a process that outlives its
+SIGTERM fails the test, and a check after every test fails it if anything the suite started is still running.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.support.net import free_port, wait_for_port
+from tests.support.processes import Leftovers, children_of, record_spawns, stop_group
 from tests.support.redis_server import running_redis
+from tests.support.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +94,7 @@ def cli(redis_url: str, config_file: Path) -> CLI:
 
 
 class ServerHandle:
-    """A running `clearance serve` subprocess."""
+    """A running `clearance serve` subprocess, leader of a process group of its own."""
 
     def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
         self.proc = proc
@@ -96,25 +104,52 @@ class ServerHandle:
 
     def wait_for_log(self, event: str, timeout: float = 5.0) -> dict[str, object]:
         """The first log line with this event (servers write log lines in batches, every 0.1 s)."""
-        import time
 
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log_lines():
-                if line.get("event") == event:
-                    return line
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {event!r} in {self.log_path}:\n{self.log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
+        def found() -> dict[str, object] | None:
+            return next((line for line in self.log_lines() if line.get("event") == event), None)
+
+        try:
+            return wait_until(found, timeout, interval=0.05, what=f"{event!r} in {self.log_path}")
+        except AssertionError:
+            raise AssertionError(f"no {event!r} in {self.log_path}:\n{self.log_path.read_text()[-2000:]}") from None
 
     def log_lines(self) -> list[dict[str, object]]:
-        import json
-
         lines = []
         for line in self.log_path.read_text(encoding="utf-8").splitlines():
             if line.startswith("{"):
                 lines.append(json.loads(line))
         return lines
+
+    def events(self, event: str) -> list[dict[str, object]]:
+        return [line for line in self.log_lines() if line.get("event") == event]
+
+    def worker_pids(self) -> set[int]:
+        """The supervisor's live children, read from /proc (workers, and the portal's process if any)."""
+        return children_of(self.proc.pid)
+
+    def stop(self) -> list[str]:
+        """SIGTERM the whole group and wait for it to empty; the processes that outlived that ([] = clean)."""
+        return stop_group(self.proc)
+
+
+def serve_command(port: int, config_text: str) -> list[str]:
+    """`clearance serve` on port; one worker unless the config chooses (workers are the subject elsewhere)."""
+    command = [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}"]
+    return command if "workers:" in config_text else [*command, "--workers", "1"]
+
+
+def spawn_server(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A server process in a session (and process group) of its own, its output going to log_path."""
+    with log_path.open("w") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def fail_on_survivors(survivors: dict[str, list[str]]) -> None:
+    """Fail the test, naming every process that outlived its group's SIGTERM."""
+    survivors = {name: left for name, left in survivors.items() if left}
+    if survivors:
+        detail = "\n".join(f"{name}:\n  " + "\n  ".join(left) for name, left in survivors.items())
+        pytest.fail(f"processes outlived SIGTERM (killed since):\n{detail}")
 
 
 StartServer = Callable[..., ServerHandle]
@@ -128,18 +163,11 @@ def start_icap_server(redis_url: str, tmp_path: Path) -> Iterator[StartServer]:
     def start(config_text: str = "", redis: str | None = None, wait: bool = True) -> ServerHandle:
         index = len(started)
         config = tmp_path / f"serve-{index}.yaml"
-        config.write_text(
-            config_text or "policy:\n  load_default_lists: false\nlogging:\n  format: json\n", encoding="utf-8"
-        )
+        text = config_text or "policy:\n  load_default_lists: false\nlogging:\n  format: json\n"
+        config.write_text(text, encoding="utf-8")
         port = free_port()
         log_path = tmp_path / ("serve.log" if index == 0 else f"serve-{index}.log")
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}"],
-                env=clearance_env(redis or redis_url, config),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        proc = spawn_server(serve_command(port, text), clearance_env(redis or redis_url, config), log_path)
         handle = ServerHandle(proc, port, log_path)
         started.append(handle)
         if wait:
@@ -147,13 +175,7 @@ def start_icap_server(redis_url: str, tmp_path: Path) -> Iterator[StartServer]:
         return handle
 
     yield start
-    for handle in started:
-        if handle.proc.poll() is None:
-            handle.proc.terminate()
-            try:
-                handle.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                handle.proc.kill()
+    fail_on_survivors({f"serve on port {handle.port}": handle.stop() for handle in started})
 
 
 @pytest.fixture
@@ -161,3 +183,46 @@ def icap_server(start_icap_server: StartServer) -> tuple[str, int]:
     """A real `clearance serve` subprocess on a free port (default lists off, JSON logs); (host, port)."""
     handle = start_icap_server()
     return (handle.host, handle.port)
+
+
+# ---- nothing the suite starts may outlive its test ------------------------------------------------------
+
+LEFTOVERS = Leftovers(os.getpid())
+
+
+class LeftoverChecks:
+    """Hooks registered as a global plugin: a conftest's own hooks never see session-scoped fixtures."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+    ) -> Generator[None, object, object]:
+        """Processes a module- or session-scoped fixture starts belong to it until its teardown."""
+        if fixturedef.scope == "function":
+            return (yield)
+        before = set(LEFTOVERS.ours())
+        try:
+            return (yield)
+        finally:
+            born = LEFTOVERS.claim(before, fixturedef.argname)
+            if born:
+                fixturedef.addfinalizer(functools.partial(LEFTOVERS.release, born))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+        """After the teardown: anything the test (or a fixture torn down with it) started must be gone."""
+        yield
+        left = LEFTOVERS.check()
+        if left:
+            pytest.fail(f"{item.nodeid} left processes running (killed now):\n  " + "\n  ".join(left))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        left = LEFTOVERS.check()
+        if left:
+            sys.stderr.write("\nprocesses left running by the session (killed now):\n  " + "\n  ".join(left) + "\n")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    record_spawns(LEFTOVERS)
+    config.pluginmanager.register(LeftoverChecks(), "clearance-leftover-checks")

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import CLI
-from tests.support.icap_client import wait_until_synced
+from tests.support.icap_client import exchange, reqmod, wait_until_synced
 from tests.support.requirements import require_program
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cicap
 
@@ -102,18 +104,26 @@ def server(icap_server: tuple[str, int], cli: CLI, redis_url: str, tmp_path: Pat
     require_program("c-icap-client")
     cli("categories", "add", "webmail", "mail.google.com")
     wait_until_synced(icap_server[1], redis_url)
-    mark_log_start(tmp_path)
+    mark_log_start(tmp_path, icap_server[1])
     return icap_server[1]
 
 
-def mark_log_start(tmp_path: Path) -> None:
-    """Remember where the test's own log lines will start, once the set-up's lines have all been written."""
+def mark_log_start(tmp_path: Path, port: int) -> None:
+    """Remember where the test's own log lines will start, once the set-up's lines have all been written.
+
+    Log lines are written in batches, in order (one worker): once a marker request's line is in the file,
+    every earlier line is too, and the test's own start after it.
+    """
+    marker = f"log-mark-{uuid.uuid4().hex[:12]}.example"
+    exchange(port, reqmod(f"http://{marker}/"))
     log = tmp_path / "serve.log"
-    size = -1
-    while size != log.stat().st_size:  # log lines are written in batches (every 0.1 s): let them land
-        size = log.stat().st_size
-        time.sleep(0.3)
-    (tmp_path / "serve.log.offset").write_text(str(size))
+
+    def marker_end() -> int | None:
+        data = log.read_bytes()
+        at = data.find(f'"host":"{marker}"'.encode())
+        return None if at < 0 or data.find(b"\n", at) < 0 else data.find(b"\n", at) + 1
+
+    (tmp_path / "serve.log.offset").write_text(str(wait_until(marker_end, timeout=5, what="the marker's log line")))
 
 
 def test_options(server: int, tmp_path: Path) -> None:
@@ -187,7 +197,7 @@ def test_restricted_url_with_an_approval_gets_204(server: int, cli: CLI, tmp_pat
         "--approver", "head", "--reason", "c-icap test",
     ).stdout.strip()
     wait_until_synced(server, redis_url)
-    mark_log_start(tmp_path)
+    mark_log_start(tmp_path, server)
     args = ("-s", "reqmod", "-req", "http://mail.google.com/", "-x", "X-Client-Username: CORP\\Alice")
     result = c_icap_client(server, *args, out=tmp_path / "out")
     assert result.status_line() == "ICAP/1.0 204 No Content", result.stderr

@@ -22,13 +22,15 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import clearance_env
+from tests.conftest import clearance_env, fail_on_survivors, serve_command, spawn_server
 from tests.support.icap_client import wait_until_synced
 from tests.support.net import free_port, wait_for_port
 from tests.support.origin import OriginServer
+from tests.support.processes import stop_group
 from tests.support.redis_server import running_redis
 from tests.support.requirements import require_program
 from tests.support.squid import CurlResult, SquidProxy
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.squid
 
@@ -104,6 +106,10 @@ class Stack:
                 raise AssertionError(f"no matching log line in {self.serve_log}:\n{self.serve_log.read_text()[-3000:]}")
             time.sleep(0.05)
 
+    def wait_until_logged_by_squid(self, path: str) -> None:
+        """Squid writes its access.log line when a transaction ends: after it, nothing more is forwarded."""
+        wait_until(lambda: any(path in line for line in self.squid.access_log_lines()), timeout=5, what=path)
+
     def diagnostics(self) -> str:
         return (
             f"--- serve.log\n{self.serve_log.read_text(encoding='utf-8')[-2000:]}\n"
@@ -122,21 +128,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = clearance_env(redis_url, config)
         port = free_port()
         serve_log = base / "serve.log"
-        with serve_log.open("w") as log:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
+        server = spawn_server(serve_command(port, CONFIG), env, serve_log)
         try:
             wait_for_port(port)  # Squid must not ask for OPTIONS before the server listens
             with OriginServer() as origin, SquidProxy(port, HOSTNAMES, base / "squid") as squid:
                 yield Stack(redis_url, env, serve_log, origin, squid, port)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            fail_on_survivors({"clearance serve": stop_group(server)})
 
 
 @pytest.fixture
@@ -193,7 +191,7 @@ def test_restricted_site_without_approval_gets_the_block_page(e2e: Stack) -> Non
     assert record["category"] == "webmail"
     assert record["approval_id"] is None
     assert isinstance(record["duration_ms"], int | float)
-    time.sleep(0.2)  # had Squid forwarded it anyway, the origin would have it by now
+    e2e.wait_until_logged_by_squid(path)  # had Squid forwarded it anyway, the origin would have it by now
     assert not [r for r in e2e.origin.requests if r.path == path]
 
 
@@ -249,7 +247,7 @@ def test_post_to_a_restricted_site_without_approval_is_blocked(e2e: Stack) -> No
     path = unique_path("attach")
     result = e2e.curl(e2e.url("mail.google.com", path), user="bob", method="POST", data=os.urandom(100 * 1024))
     assert_block_page(result, e2e, "mail.google.com", "bob")
-    time.sleep(0.2)
+    e2e.wait_until_logged_by_squid(path)
     assert not [r for r in e2e.origin.requests if r.path == path]
 
 

@@ -6,14 +6,16 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import fail_on_survivors
 from tests.support.net import free_port, wait_for_port
+from tests.support.processes import stop_group
 from tests.support.requirements import require_program
+from tests.support.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,10 +28,20 @@ def fresh_clone(tmp_path: Path) -> Path:
 
 
 def stop_embedded_redis(clone: Path) -> None:
+    """The embedded redis-server outlives `make run` by design (a daemon of its own): stop it, and wait."""
     pid_file = clone / "var" / "redis.pid"
     if pid_file.exists():
         with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(pid), timeout=10, what=f"embedded redis-server {pid} to exit")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 @pytest.fixture
@@ -55,13 +67,10 @@ def make_run(fresh_clone: Path, tmp_path: Path) -> Iterator[tuple[Path, int]]:
             raise AssertionError((tmp_path / "make-run.log").read_text()[-3000:]) from None
         yield fresh_clone, port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        survivors = stop_group(proc)  # make, clearance serve and its workers: the session started here
         log.close()
         stop_embedded_redis(fresh_clone)
+        fail_on_survivors({"make run": survivors})
 
 
 @pytest.mark.cicap
@@ -84,10 +93,7 @@ def test_make_run_on_a_fresh_clone_serves_with_embedded_redis(make_run: tuple[Pa
     executable = os.readlink(f"/proc/{pid}/exe")
     assert executable.startswith(str(clone / ".venv")), executable
     assert (clone / "var" / "redis.sock").exists()
-    deadline = time.monotonic() + 5
-    while not list((clone / "var").glob("appendonly.aof*")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert list((clone / "var").glob("appendonly.aof*"))
+    wait_until(lambda: list((clone / "var").glob("appendonly.aof*")), timeout=5, what="the AOF file")
 
     # Default lists were loaded on first start: webmail is blocked, an ordinary site passes.
     assert "此網站已被封鎖" in icap("-req", "http://mail.google.com/", "-x", "X-Client-Username: staff1")

@@ -9,7 +9,8 @@ import time
 
 from tests.conftest import CLI, StartServer
 from tests.support.icap_client import OPTIONS, exchange, read_response, reqmod, wait_until_synced
-from tests.support.net import free_port
+from tests.support.net import free_port, peer_has_read_all
+from tests.support.waiting import wait_until
 
 
 def status_of(response: bytes) -> int:
@@ -60,7 +61,7 @@ def test_decisions_over_one_persistent_connection(cli: CLI, icap_server: tuple[s
 def test_malformed_request_gets_400_with_istag_and_close(icap_server: tuple[str, int]) -> None:
     with socket.create_connection(icap_server, timeout=5) as sock:
         sock.sendall(b"HELLO THERE\r\n\r\n")
-        response = sock.recv(65536)
+        response = read_response(sock, bytearray())
         assert response.startswith(b"ICAP/1.0 400 Bad Request\r\n")
         assert b"ISTag: \"" in response and b"Connection: close" in response
         assert sock.recv(100) == b""  # closed
@@ -82,7 +83,7 @@ def test_stalled_client_gets_408(start_icap_server: StartServer) -> None:
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
         sock.sendall(b"REQMOD icap://127.0.0.1/reqmod ICAP/1.0\r\nHost: x\r\n")
         started = time.monotonic()
-        response = sock.recv(65536)
+        response = read_response(sock, bytearray())
         assert response.startswith(b"ICAP/1.0 408 Request Timeout\r\n"), response
         assert b"Connection: close" in response
         assert time.monotonic() - started >= 0.4
@@ -119,15 +120,19 @@ def test_no_policy_yet_fails_closed_with_a_block_page_not_a_crash(start_icap_ser
 
 
 def test_connections_beyond_the_limit_get_503(start_icap_server: StartServer) -> None:
-    server = start_icap_server("server:\n  max_connections: 2\n  workers: 1\npolicy:\n  load_default_lists: false\n")
-    time.sleep(0.3)  # let the server notice that the readiness probe's connection closed
+    # No readiness probe (its connection would count until the server notices it closed): wait for the log line.
+    server = start_icap_server(
+        "server:\n  max_connections: 2\n  workers: 1\npolicy:\n  load_default_lists: false\nlogging:\n  format: json\n",
+        wait=False,
+    )
+    server.wait_for_log("listening", timeout=15)
     held = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(2)]
     try:
         for sock in held:  # make sure both are accepted and counted
             sock.sendall(OPTIONS)
             assert status_of(read_response(sock, bytearray())) == 200
         with socket.create_connection((server.host, server.port), timeout=5) as extra:
-            assert extra.recv(65536).startswith(b"ICAP/1.0 503 ")
+            assert read_response(extra, bytearray()).startswith(b"ICAP/1.0 503 ")
     finally:
         for sock in held:
             sock.close()
@@ -138,9 +143,9 @@ def test_sigterm_finishes_in_flight_work_and_exits(start_icap_server: StartServe
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
         message = reqmod("http://a.example/", method="POST", body=b"z" * 1000, preview=None, allow_204=False)
         sock.sendall(message[:-200])
-        time.sleep(0.2)
+        wait_until(lambda: peer_has_read_all(sock), timeout=5, what="the server to read the first part")
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
+        server.wait_for_log("shutting_down")  # stopping, with the request still in flight
         sock.sendall(message[-200:])
         response = read_response(sock, bytearray())
         assert status_of(response) == 200 and response.endswith(b"0\r\n\r\n")
@@ -157,7 +162,6 @@ def test_default_lists_load_on_first_start_only(start_icap_server: StartServer, 
     assert "web-im" in cli("categories", "lookup", "web.whatsapp.com").stdout
     stats = dict(line.split("\t") for line in cli("categories", "stats").stdout.splitlines())
     assert set(stats) == {"webmail", "cloud-storage", "web-im"} and all(int(n) >= 30 for n in stats.values())
-    server.proc.terminate()
-    server.proc.wait(timeout=10)
+    assert server.stop() == []
     again = start_icap_server("logging:\n  format: json\n")
     assert not any(line.get("event") == "default_lists_loaded" for line in again.log_lines())

@@ -1,4 +1,9 @@
-"""Several workers on one port, each deciding from its in-memory policy without asking Redis."""
+"""Several workers on one port, each deciding from its in-memory policy without asking Redis.
+
+Worker life cycle is checked on real conditions: the supervisor's children as /proc lists them, the
+port answering, log lines. A SIGTERM to the supervisor at any moment (right after the port opens, right
+after a worker was replaced) must stop the whole process group, with no survivor.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ import time
 
 import redis
 
-from tests.conftest import CLI, StartServer, clearance_env
+from tests.conftest import CLI, ServerHandle, StartServer, clearance_env
 from tests.support.icap_client import OPTIONS, exchange, read_response, reqmod, wait_until_synced
+from tests.support.net import peer_has_read_all
+from tests.support.processes import survivors_after
+from tests.support.waiting import wait_until
 
 WORKERS_CONFIG = "server:\n  workers: 2\npolicy:\n  load_default_lists: false\nlogging:\n  format: json\n"
 
@@ -46,7 +54,7 @@ def test_steady_state_decisions_make_no_redis_calls(
     for _ in range(20):  # 20 connections, spread over both workers by the kernel
         responses = exchange(server.port, *(messages * 25))
         requests += len(responses)
-        assert [status(r) for r in responses[:3]] == [204, 200, 204]
+        assert [status(r) for r in responses] == [204, 200, 204] * 25
     elapsed = time.monotonic() - started
     after = command_calls(sync_redis)
     delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
@@ -87,36 +95,89 @@ def test_revoke_blocks_within_one_second_on_every_worker(
     finally:
         for sock in connections:
             sock.close()
-    deadline = time.monotonic() + 3  # log lines are written in batches
-    while True:
-        served_by = {line.get("worker") for line in server.log_lines() if line.get("event") == "icap"}
-        if served_by == {0, 1} or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert served_by == {0, 1}, served_by
+    # Log lines are written in batches: wait for both workers' to appear.
+    wait_until(lambda: served_by(server) == {0, 1}, timeout=3, what="icap lines from both workers")
 
 
-def test_a_dead_worker_is_replaced_and_sigterm_drains_all(start_icap_server: StartServer) -> None:
+def served_by(server: ServerHandle) -> set[object]:
+    return {line.get("worker") for line in server.events("icap")}
+
+
+def running_workers(server: ServerHandle, count: int = 2) -> set[int]:
+    """The supervisor's children once there are `count` of them, each having said it listens."""
+
+    def ready() -> set[int] | None:
+        pids = server.worker_pids()
+        listening = {line.get("worker") for line in server.events("listening")}
+        return pids if len(pids) == count and listening >= set(range(count)) else None
+
+    return wait_until(ready, timeout=20, what="two listening workers")
+
+
+def replace_worker(server: ServerHandle, pids: set[int]) -> tuple[int, set[int]]:
+    """SIGKILL worker 0; wait until /proc shows the supervisor's replacement. (killed pid, new pid set)."""
+    started = {int(str(line["pid"])): line["worker"] for line in server.events("worker_started")}
+    victim = next(pid for pid, index in started.items() if index == 0 and pid in pids)
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> set[int] | None:
+        now = server.worker_pids()
+        return now if victim not in now and len(now) == 2 else None
+
+    return victim, wait_until(replaced, timeout=10, what=f"a replacement for worker pid {victim}")
+
+
+def test_a_dead_worker_is_replaced_and_the_replacement_serves(start_icap_server: StartServer) -> None:
     server = start_icap_server(WORKERS_CONFIG)
-    started = [line for line in server.log_lines() if line.get("event") == "worker_started"]
-    assert len(started) == 2
-    os.kill(int(started[0]["pid"]), signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if any(line.get("event") == "worker_died" for line in server.log_lines()) and len(
-            [line for line in server.log_lines() if line.get("event") == "listening"]
-        ) >= 3:
-            break
-        time.sleep(0.1)
-    events = [line.get("event") for line in server.log_lines()]
-    assert "worker_died" in events and events.count("worker_started") == 3
-    for _ in range(10):
-        (response,) = exchange(server.port, OPTIONS)
-        assert status(response) == 200
-    server.proc.send_signal(signal.SIGTERM)
+    victim, pids = replace_worker(server, running_workers(server))
+    assert len(pids - {victim}) == 2 and server.events("worker_died")
+    # Nothing was asked before the kill, so an icap line from worker 0 now comes from the replacement.
+    answers = []
+
+    def replacement_served() -> bool:
+        (response,) = exchange(server.port, OPTIONS)  # a fresh connection each time: the kernel spreads them
+        answers.append(status(response))
+        return 0 in served_by(server)
+
+    wait_until(replacement_served, timeout=10, interval=0.05, what="the replacement worker to serve")
+    assert answers and set(answers) == {200}, answers
+
+
+def test_sigterm_drains_a_request_in_flight_on_every_worker(start_icap_server: StartServer) -> None:
+    server = start_icap_server(WORKERS_CONFIG)
+    running_workers(server)
+    message = reqmod("http://a.example/", method="POST", body=b"z" * 1000, preview=None, allow_204=False)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(message[:-200])  # the head and part of the body: a transaction in flight
+        wait_until(lambda: peer_has_read_all(sock), timeout=5, what="the worker to read the first part")
+        server.proc.send_signal(signal.SIGTERM)  # the supervisor only; it passes the signal on
+        stopping = {0, 1}
+        wait_until(lambda: {line.get("worker") for line in server.events("shutting_down")} >= stopping, timeout=10)
+        sock.sendall(message[-200:])
+        response = read_response(sock, bytearray())
+        assert status(response) == 200 and response.endswith(b"0\r\n\r\n")
+        assert b"z" * 1000 in response.replace(b"\r\n", b"")
     assert server.proc.wait(timeout=15) == 0
-    stopped = [line for line in server.log_lines() if line.get("event") == "stopped"]
+    assert survivors_after(server.proc, timeout=5) == []
+    stopped = server.events("stopped")
     assert {line.get("worker") for line in stopped} >= {0, 1, None}
+
+
+def test_sigterm_right_after_the_port_opens_stops_the_whole_group(start_icap_server: StartServer) -> None:
+    """The race that once left two orphan workers: a worker still starting must not swallow the SIGTERM."""
+    for _ in range(3):
+        server = start_icap_server(WORKERS_CONFIG)  # returns as soon as the port accepts a connection
+        server.proc.send_signal(signal.SIGTERM)
+        assert survivors_after(server.proc, timeout=30) == [], server.log_path.read_text()[-2000:]
+        assert server.proc.returncode == 0
+
+
+def test_sigterm_right_after_a_worker_is_replaced_stops_the_whole_group(start_icap_server: StartServer) -> None:
+    server = start_icap_server(WORKERS_CONFIG)
+    replace_worker(server, running_workers(server))
+    server.proc.send_signal(signal.SIGTERM)  # the replacement may not have installed its handlers yet
+    assert survivors_after(server.proc, timeout=30) == [], server.log_path.read_text()[-2000:]
+    assert server.proc.returncode == 0
 
 
 def test_a_second_instance_on_the_same_port_is_refused(start_icap_server: StartServer, redis_url: str) -> None:

@@ -11,11 +11,12 @@ import socket
 
 import structlog
 
-from icap_server.config import Config, static_exemptions
+from icap_server.config import Config
 from icap_server.runtime.logs import configure_logging
 from icap_server.runtime.server import serve
 from icap_server.service.application import Application
 from icap_server.service.defaults import load_default_lists
+from icap_server.service.exemptions import static_exemptions
 from icap_server.service.sync import PolicySync
 from policy.store import PolicyStore, StoreUnavailable
 
@@ -32,7 +33,7 @@ def run_server(config: Config, redis_url: str, host: str, port: int, workers: in
     count = workers or os.cpu_count() or 1
     portal_socket = None
     if config.portal.listen is not None:
-        from icap_server.portal.app import bind_portal
+        from icap_server.portal.server import bind_portal
 
         try:
             portal_socket = bind_portal(config)
@@ -45,10 +46,11 @@ def run_server(config: Config, redis_url: str, host: str, port: int, workers: in
 
     portal = None
     if portal_socket is not None:
-        from icap_server.portal.app import run_portal_process
+        from icap_server.portal.server import run_portal_process
 
         portal = functools.partial(run_portal_process, config, redis_url, portal_socket)
-    return Supervisor(config, redis_url, host, port, count, portal=portal).run()
+    worker = functools.partial(run_worker, config, redis_url, host, port, True)  # called with the worker's index
+    return Supervisor(host, port, count, worker=worker, portal=portal).run()
 
 
 def run_worker(
@@ -97,7 +99,8 @@ async def _worker_main(
     portal: asyncio.Task[None] | None = None
     portal_stop = asyncio.Event()
     if config.portal.listen is not None:
-        from icap_server.portal.app import attach_portal, run_portal
+        from icap_server.portal.links import attach_portal
+        from icap_server.portal.server import run_portal
 
         linking = asyncio.create_task(attach_portal(app, config, store))  # block pages offer the request form
         if portal_socket is not None:  # one worker: the portal shares its loop

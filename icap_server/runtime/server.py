@@ -239,13 +239,14 @@ async def serve(
     app: Application, host: str, port: int, ready: asyncio.Event | None = None, reuse_port: bool = False
 ) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    server = ICAPServer(app)
-    await server.start(host, port, reuse_port)
-    log.info("listening", address=f"{host}:{port}", policy_version=app.policy.version)
+    # The handlers go in before the port opens: from the first connection on, SIGTERM means drain.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    server = ICAPServer(app)
+    await server.start(host, port, reuse_port)
+    log.info("listening", address=f"{host}:{port}", policy_version=app.policy.version)
     if ready is not None:
         ready.set()
     await stop.wait()

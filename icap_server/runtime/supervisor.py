@@ -3,11 +3,20 @@
 Each worker binds the port with SO_REUSEPORT, so the kernel spreads connections across them and no
 process hands sockets to another. The supervisor replaces a worker that dies and, on SIGTERM or SIGINT,
 passes the signal on and waits while every worker drains its transactions in flight.
+
+A forked worker must never run the supervisor's Python signal handler: it would swallow a SIGTERM that
+arrives before the worker installs its own (the handler only flags the supervisor's copy of the state).
+So SIGTERM and SIGINT are blocked across the fork, and the worker resets them to their defaults before
+unblocking: a SIGTERM at any moment stops it. Should a worker still outlive a stop, the supervisor sends
+SIGTERM again after a grace and SIGKILL after a deadline, and reaps every process before it exits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
+import os
 import signal
 import socket
 import time
@@ -17,18 +26,22 @@ from types import FrameType
 
 import structlog
 
-from icap_server.config import Config
-
 log = structlog.get_logger("clearance.supervisor")
 RESTART_BACKOFF_MAX = 5.0
 PORTAL = -1  # the access-request portal's process, kept like a worker under this index
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+RESEND_AFTER = 3.0  # seconds after a stop: SIGTERM again to any process still running
+KILL_AFTER = 30.0  # then SIGKILL: a worker drains for up to 10 s, then waits up to 10 s for the portal
+
+WorkerEntry = Callable[[int], int]  # runs worker number N to its end; returns its exit status
 
 
-def _worker_entry(config: Config, redis_url: str, host: str, port: int, index: int) -> None:
-    from icap_server.runtime.serve import run_worker
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; workers stop on SIGTERM
-    raise SystemExit(run_worker(config, redis_url, host, port, reuse_port=True, index=index))
+def _child_entry(run: Callable[[], int]) -> None:
+    """First code of a forked child: the default SIGTERM, SIGINT ignored (the supervisor decides), then unblock."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    raise SystemExit(run())
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -39,48 +52,85 @@ def check_port_free(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
-def _portal_entry(run: Callable[[], int]) -> None:
-    raise SystemExit(run())
-
-
 class Supervisor:
+    """Keeps `count` workers (and the portal's process, if any) running until told to stop."""
+
     def __init__(
-        self, config: Config, redis_url: str, host: str, port: int, count: int, portal: Callable[[], int] | None = None
+        self, host: str, port: int, count: int, worker: WorkerEntry, portal: Callable[[], int] | None = None
     ) -> None:
-        self.portal = portal  # runs the portal in a process of its own (forked: no pickling)
-        self.config = config
-        self.redis_url = redis_url
+        self.worker = worker  # called in the forked child (no pickling), e.g. a partial of serve.run_worker
+        self.portal = portal  # runs the portal in a process of its own, forked the same way
         self.host = host
         self.port = port
         self.count = count
         self.context = multiprocessing.get_context("fork")
         self.workers: dict[int, BaseProcess] = {}
         self.stopping = False
+        self.stop_started = 0.0
+        self.resent = False
         self.restarts = 0
 
     def _start(self, index: int) -> None:
         if index == PORTAL:
-            process = self.context.Process(
-                target=_portal_entry, args=(self.portal,), name="clearance-portal", daemon=False
-            )
+            assert self.portal is not None
+            run: Callable[[], int] = self.portal
+            name = "clearance-portal"
         else:
-            process = self.context.Process(
-                target=_worker_entry,
-                args=(self.config, self.redis_url, self.host, self.port, index),
-                name=f"clearance-worker-{index}",
-                daemon=False,
-            )
-        process.start()
-        self.workers[index] = process
+            run = functools.partial(self.worker, index)
+            name = f"clearance-worker-{index}"
+        process = self.context.Process(target=_child_entry, args=(run,), name=name, daemon=False)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the child has reset its handlers
+        try:
+            process.start()
+            self.workers[index] = process
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a pending stop is handled now
         log.info("worker_started", worker="portal" if index == PORTAL else index, pid=process.pid)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping:
             log.info("shutting_down", signal=signal.Signals(signum).name)
-        self.stopping = True
+            self.stopping = True
+            self.stop_started = time.monotonic()
+        self._signal_all(signal.SIGTERM)  # the worker drains, then exits
+
+    def _signal_all(self, signum: int) -> None:
         for process in self.workers.values():
-            if process.is_alive() and process.pid is not None:
-                process.terminate()  # SIGTERM: the worker drains, then exits
+            if process.pid is not None and process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):  # exited since: reaped by the loop
+                    os.kill(process.pid, signum)
+
+    def _enforce_stop(self) -> None:
+        """A worker that outlives the stop gets SIGTERM again after a grace, then SIGKILL."""
+        waited = time.monotonic() - self.stop_started
+        if waited >= KILL_AFTER:
+            log.error("killing_workers", pids=[process.pid for process in self.workers.values()])
+            self._signal_all(signal.SIGKILL)
+        elif waited >= RESEND_AFTER and not self.resent:
+            self.resent = True
+            self._signal_all(signal.SIGTERM)
+
+    def _reap(self, backoff: float) -> float:
+        """Join the processes that ended; replace them unless stopping. Returns the next restart backoff."""
+        for index, process in list(self.workers.items()):
+            if process.is_alive():
+                continue
+            process.join()
+            del self.workers[index]
+            if self.stopping:
+                continue
+            log.error(
+                "worker_died", worker="portal" if index == PORTAL else index, pid=process.pid, exitcode=process.exitcode
+            )
+            backoff = min(RESTART_BACKOFF_MAX, backoff * 2 or 0.1)
+            time.sleep(backoff)
+            if self.stopping:  # told to stop during the backoff: start nothing new
+                continue
+            self.restarts += 1
+            self._start(index)
+        if all(process.is_alive() for process in self.workers.values()):
+            backoff = max(0.0, backoff - 0.01)
+        return backoff
 
     def run(self) -> int:
         try:
@@ -91,30 +141,16 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for index in range(self.count):
-            self._start(index)
-        if self.portal is not None:
+            if not self.stopping:
+                self._start(index)
+        if self.portal is not None and not self.stopping:
             self._start(PORTAL)
         backoff = 0.0
         while self.workers:
             time.sleep(0.1)
-            for index, process in list(self.workers.items()):
-                if process.is_alive():
-                    continue
-                process.join()
-                del self.workers[index]
-                if self.stopping:
-                    continue
-                log.error(
-                    "worker_died",
-                    worker="portal" if index == PORTAL else index,
-                    pid=process.pid,
-                    exitcode=process.exitcode,
-                )
-                backoff = min(RESTART_BACKOFF_MAX, backoff * 2 or 0.1)
-                time.sleep(backoff)
-                self.restarts += 1
-                self._start(index)
-            if all(process.is_alive() for process in self.workers.values()):
-                backoff = max(0.0, backoff - 0.01)
+            backoff = self._reap(backoff)
+            if self.stopping and self.workers:
+                self._enforce_stop()
         log.info("stopped", restarts=self.restarts)
         return 0
+

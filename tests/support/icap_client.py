@@ -1,8 +1,14 @@
-"""A tiny blocking ICAP client for tests: build requests, send them on a socket, read whole responses."""
+"""A tiny blocking ICAP client for tests: build requests, send them on a socket, read whole responses.
+
+Every response read here is also checked by the strict grammar reader (`icap_grammar`), which shares no
+code with this framing or with the server: a malformed answer from a running server fails the test.
+"""
 
 from __future__ import annotations
 
 import socket
+
+from .icap_grammar import ICAPResponse, parse_one
 
 
 def reqmod(
@@ -48,7 +54,19 @@ OPTIONS = b"OPTIONS icap://127.0.0.1/reqmod ICAP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 def read_response(sock: socket.socket, buffer: bytearray) -> bytes:
-    """Read one complete ICAP response (head, encapsulated headers, chunked body) from sock."""
+    """Read one complete ICAP response (head, encapsulated headers, chunked body) from sock; grammar-checked."""
+    response = _read_framed(sock, buffer)
+    parse_one(response)  # raises GrammarError (an AssertionError) if the bytes break RFC 3507
+    return response
+
+
+def read_parsed(sock: socket.socket, buffer: bytearray) -> ICAPResponse:
+    """The next response from sock, as the grammar reader parsed it."""
+    return parse_one(_read_framed(sock, buffer))
+
+
+def _read_framed(sock: socket.socket, buffer: bytearray) -> bytes:
+    """One response's bytes, framed leniently (the grammar reader judges them afterwards)."""
 
     def fill() -> None:
         data = sock.recv(65536)

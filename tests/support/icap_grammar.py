@@ -157,6 +157,22 @@ def _encapsulated(value: str, method: str | None) -> list[tuple[str, int]]:
     return items
 
 
+def _check_required_fields(status: int, values: dict[str, str]) -> None:
+    """ISTag (a quoted-string of 1 to 32 characters) and Encapsulated on every final response; Date well-formed."""
+    istag = values.get("istag")
+    if istag is None:
+        raise _fail(f"ICAP {status} without ISTag")
+    tag = QUOTED_STRING_RE.match(istag)
+    if tag is None:
+        raise _fail(f"ISTag is not a quoted-string: {istag!r}")
+    if not 1 <= len(tag.group(1)) <= 32:
+        raise _fail(f"ISTag must hold 1 to 32 characters inside its quotes: {istag!r}")
+    if "date" in values and not IMF_FIXDATE_RE.match(values["date"]):
+        raise _fail(f"Date is not an IMF-fixdate: {values['date']!r}")
+    if "encapsulated" not in values:
+        raise _fail(f"ICAP {status} without Encapsulated")
+
+
 def parse_response(data: bytes, start: int = 0, method: str | None = None) -> tuple[ICAPResponse, int]:
     """Read one response from data[start:]; returns it and the offset just past it. Raises GrammarError."""
     status_match = STATUS_LINE_RE.match(data, start)
@@ -185,18 +201,7 @@ def parse_response(data: bytes, start: int = 0, method: str | None = None) -> tu
             raise _fail("100 Continue encapsulates nothing")
         empty = ICAPResponse(status, reason, headers, [("null-body", 0)], None, None, None, data[start:pos])
         return empty, pos
-    istag = values.get("istag")
-    if istag is None:
-        raise _fail(f"ICAP {status} without ISTag")
-    tag = QUOTED_STRING_RE.match(istag)
-    if tag is None:
-        raise _fail(f"ISTag is not a quoted-string: {istag!r}")
-    if not 1 <= len(tag.group(1)) <= 32:
-        raise _fail(f"ISTag must hold 1 to 32 characters inside its quotes: {istag!r}")
-    if "date" in values and not IMF_FIXDATE_RE.match(values["date"]):
-        raise _fail(f"Date is not an IMF-fixdate: {values['date']!r}")
-    if "encapsulated" not in values:
-        raise _fail(f"ICAP {status} without Encapsulated")
+    _check_required_fields(status, values)
     items = _encapsulated(values["encapsulated"], method)
     if status != 200 and items != [("null-body", 0)]:
         raise _fail(f"ICAP {status} must carry Encapsulated: null-body=0, not {values['encapsulated']!r}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import redis
 
 from .net import free_port
+from .processes import stop_group
+from .waiting import wait_until
 
 
 def redis_server_binary() -> str:
@@ -44,25 +45,28 @@ def running_redis(workdir: Path) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a group of its own, stopped as one
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"redis-server did not start on port {port}") from None
-            time.sleep(0.02)
+    try:
+        wait_until(lambda: _answers(client) or proc.poll() is not None, timeout=10, what=f"redis-server on {port}")
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited during start-up on port {port}")
+    except (AssertionError, RuntimeError):
+        stop_group(proc)
+        raise
     try:
         yield url
     finally:
         client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        survivors = stop_group(proc, timeout=10)
+        if survivors:
+            raise AssertionError(f"redis-server outlived SIGTERM (killed since): {survivors}")
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

@@ -15,12 +15,10 @@ connections before the first request: SquidProxy waits for the ICAP port before 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import pwd
 import re
-import signal
 import stat
 import subprocess
 import threading
@@ -31,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .net import free_port, wait_for_port
+from .processes import stop_group
 from .requirements import require_program
 
 SQUID_USER = "proxy"  # Debian's squid drops to this user when started as root
@@ -296,19 +295,13 @@ class SquidProxy:
         )
 
     def stop(self) -> None:
+        """SIGTERM Squid's whole group (its helpers too); fail if any of it outlives the deadline."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # squid and its helpers: the session we started
-                proc.wait(timeout=5)
-        # helpers exit when squid closes their stdin; make sure none of ours is left behind
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        survivors = stop_group(proc)
+        if survivors:
+            raise AssertionError("squid processes outlived SIGTERM (killed since):\n  " + "\n  ".join(survivors))
 
     def __enter__(self) -> SquidProxy:
         return self.start()
