@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from policy.hosts import is_ip_literal
+
 OverduePolicy = Literal["suspend", "warn"]
 
 
@@ -105,9 +107,15 @@ class Approval:
         return f"{self.id} ({self.subject_kind} {self.subject}, {self.scope()})"
 
     def covers(self, category: str, host: str | None) -> bool:
-        """Whether this approval's scope covers a request to `host` in restricted `category`."""
+        """Whether this approval's scope covers a request to `host` in restricted `category`.
+
+        A host scope covers the host and its subdomains on label boundaries; an IP literal only itself (an
+        approval for `0.1` must not cover `192.168.0.1`).
+        """
         if self.host is not None:
-            return host is not None and (host == self.host or host.endswith("." + self.host))
+            if host is None:
+                return False
+            return host == self.host or (host.endswith("." + self.host) and not is_ip_literal(host))
         return self.category == category
 
     def applies_to_network(self, client_ip: str | None) -> bool:

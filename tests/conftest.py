@@ -20,6 +20,7 @@ import redis
 from tests.support.net import free_port, wait_for_port
 from tests.support.processes import Leftovers, children_of, record_spawns, stop_group
 from tests.support.redis_server import running_redis
+from tests.support.servers import fail_on_survivors, serve_command, spawn_server
 from tests.support.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -130,26 +131,6 @@ class ServerHandle:
     def stop(self) -> list[str]:
         """SIGTERM the whole group and wait for it to empty; the processes that outlived that ([] = clean)."""
         return stop_group(self.proc)
-
-
-def serve_command(port: int, config_text: str) -> list[str]:
-    """`clearance serve` on port; one worker unless the config chooses (workers are the subject elsewhere)."""
-    command = [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}"]
-    return command if "workers:" in config_text else [*command, "--workers", "1"]
-
-
-def spawn_server(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """A server process in a session (and process group) of its own, its output going to log_path."""
-    with log_path.open("w") as log:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def fail_on_survivors(survivors: dict[str, list[str]]) -> None:
-    """Fail the test, naming every process that outlived its group's SIGTERM."""
-    survivors = {name: left for name, left in survivors.items() if left}
-    if survivors:
-        detail = "\n".join(f"{name}:\n  " + "\n  ".join(left) for name, left in survivors.items())
-        pytest.fail(f"processes outlived SIGTERM (killed since):\n{detail}")
 
 
 StartServer = Callable[..., ServerHandle]

@@ -88,7 +88,9 @@ def test_the_layering_contracts_hold(copy_of_the_tree: Path) -> None:
         ("policy/hosts.py", "import policy.rules", "No import cycles"),
     ],
 )
-def test_a_wrong_import_breaks_a_contract(copy_of_the_tree: Path, module: str, wrong_import: str, contract: str) -> None:
+def test_a_wrong_import_breaks_a_contract(
+    copy_of_the_tree: Path, module: str, wrong_import: str, contract: str
+) -> None:
     path = copy_of_the_tree / module
     original = path.read_text(encoding="utf-8")
     path.write_text(original + f"\n{wrong_import}  # noqa\n", encoding="utf-8")

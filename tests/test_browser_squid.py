@@ -21,8 +21,10 @@ from tests.support.icap_client import wait_until_synced
 from tests.support.net import free_port, wait_for_port
 from tests.support.origin import OriginServer
 from tests.support.playwright_browser import chromium_page
+from tests.support.processes import stop_group
 from tests.support.redis_server import running_redis
 from tests.support.requirements import require_program
+from tests.support.servers import fail_on_survivors, spawn_server
 from tests.support.squid import SquidProxy
 
 pytestmark = [pytest.mark.squid, pytest.mark.browser]
@@ -78,13 +80,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
     with running_redis(base / "redis") as redis_url:
         env = clearance_env(redis_url, config)
         port = free_port()
-        with (base / "serve.log").open("w") as log:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}", "--workers", "1"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        command = [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}", "--workers", "1"]
+        server = spawn_server(command, env, base / "serve.log")
         try:
             wait_for_port(port)
             with (
@@ -96,8 +93,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
                 built.cli("categories", "add", "webmail", "mail.personal-mail.example")
                 yield built
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            fail_on_survivors({"serve": stop_group(server)})
 
 
 @pytest.mark.parametrize(

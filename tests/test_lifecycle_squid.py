@@ -27,8 +27,10 @@ from tests.conftest import clearance_env
 from tests.support.icap_client import exchange, reqmod, wait_until_synced
 from tests.support.net import free_port, wait_for_port
 from tests.support.origin import OriginServer
+from tests.support.processes import stop_group
 from tests.support.redis_server import running_redis
 from tests.support.requirements import require_program
+from tests.support.servers import fail_on_survivors, spawn_server
 from tests.support.squid import CurlResult, SquidProxy
 
 pytestmark = pytest.mark.squid
@@ -117,8 +119,18 @@ class Lab:
 
     def grant(self, user: str, category: str = "webmail") -> str:
         out = self.cli(
-            "approvals", "grant", "--user", user, "--category", category, "--days", "30",
-            "--approver", "hfin", "--justification", WHY,
+            "approvals",
+            "grant",
+            "--user",
+            user,
+            "--category",
+            category,
+            "--days",
+            "30",
+            "--approver",
+            "hfin",
+            "--justification",
+            WHY,
         ).stdout
         approval_id = out.strip()
         assert re.fullmatch(r"A\d+", approval_id), out
@@ -142,21 +154,13 @@ def start_instance(base: Path, name: str, config_text: str, redis_url: str) -> I
     config.write_text(config_text, encoding="utf-8")
     port = free_port()
     log_path = base / f"{name}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}"],
-            env=clearance_env(redis_url, config), stdout=log, stderr=subprocess.STDOUT,
-        )
-    return Instance(port, log_path, proc)
+    command = [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}"]  # workers: config
+    return Instance(port, log_path, spawn_server(command, clearance_env(redis_url, config), log_path))
 
 
-def stop_instance(instance: Instance) -> None:
-    if instance.proc.poll() is None:
-        instance.proc.terminate()
-        try:
-            instance.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            instance.proc.kill()
+def stop_instance(instance: Instance) -> list[str]:
+    """Stop the instance's whole process group; what outlived the SIGTERM ([] when it stopped cleanly)."""
+    return stop_group(instance.proc)
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +179,7 @@ def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             with OriginServer() as origin, SquidProxy(first.port, HOSTNAMES, base / "squid") as squid:
                 yield Lab(redis_url, clearance_env(redis_url, admin_config), first, second, origin, squid, base)
         finally:
-            stop_instance(first)
-            stop_instance(second)
+            fail_on_survivors({"first instance": stop_instance(first), "second instance": stop_instance(second)})
 
 
 @pytest.fixture

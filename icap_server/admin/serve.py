@@ -33,4 +33,10 @@ def serve_command(args: argparse.Namespace, config: Config) -> int:
         raise UsageError(f"--workers must be 0 (one per core) or more, got {workers}")
     check_templates(config)  # a broken block-page template stops the start, naming the file and line
     configure_logging(config.logging.level, config.logging.format)
-    return run_server(config, redis_url(config), host, port, workers)
+    url = redis_url(config)
+    companion = None
+    if config.portal.listen is not None:
+        from icap_server.portal.companion import PortalCompanion
+
+        companion = PortalCompanion(config, url)
+    return run_server(config, url, host, port, workers, companion)

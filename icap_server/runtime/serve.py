@@ -7,11 +7,11 @@ import contextlib
 import functools
 import gc
 import os
-import socket
 
 import structlog
 
 from icap_server.config import Config
+from icap_server.runtime.companion import Companion
 from icap_server.runtime.logs import configure_logging
 from icap_server.runtime.server import serve
 from icap_server.service.application import Application
@@ -23,33 +23,30 @@ from policy.store import PolicyStore, StoreUnavailable
 log = structlog.get_logger("clearance")
 
 
-def run_server(config: Config, redis_url: str, host: str, port: int, workers: int) -> int:
+def run_server(
+    config: Config, redis_url: str, host: str, port: int, workers: int, companion: Companion | None = None
+) -> int:
     """Load the default lists once (before any worker starts), then serve.
 
-    The access-request portal (portal.listen) runs once: on the worker's loop with one worker, else in a
-    process of its own that the supervisor keeps running like a worker. Its socket is bound here, first.
+    A companion (the access-request portal, when `portal.listen` is set) runs once: on the worker's loop
+    with one worker, else in a process of its own that the supervisor keeps running like a worker. It binds
+    its socket here, first.
     """
     asyncio.run(_prepare_store(config, redis_url))
     count = workers or os.cpu_count() or 1
-    portal_socket = None
-    if config.portal.listen is not None:
-        from icap_server.portal.server import bind_portal
-
+    if companion is not None:
         try:
-            portal_socket = bind_portal(config)
+            companion.bind()
         except OSError as error:
-            log.error("cannot_listen", address=config.portal.listen, error=error.strerror, service="portal")
+            log.error("cannot_listen", address=companion.address, error=error.strerror, service=companion.name)
             return 1
     if count == 1:
-        return run_worker(config, redis_url, host, port, reuse_port=False, index=None, portal_socket=portal_socket)
+        return run_worker(config, redis_url, host, port, reuse_port=False, index=None, companion=companion)
     from icap_server.runtime.supervisor import Supervisor
 
-    portal = None
-    if portal_socket is not None:
-        from icap_server.portal.server import run_portal_process
-
-        portal = functools.partial(run_portal_process, config, redis_url, portal_socket)
-    worker = functools.partial(run_worker, config, redis_url, host, port, True)  # called with the worker's index
+    # Several workers: each links its block pages to the companion, which runs in a process of its own.
+    worker = functools.partial(run_worker, config, redis_url, host, port, True, companion=companion, inline=False)
+    portal = companion.run_process if companion is not None else None
     return Supervisor(host, port, count, worker=worker, portal=portal).run()
 
 
@@ -60,9 +57,13 @@ def run_worker(
     port: int,
     reuse_port: bool,
     index: int | None,
-    portal_socket: socket.socket | None = None,
+    companion: Companion | None = None,
+    inline: bool = True,
 ) -> int:
-    """One server process: its own event loop, in-memory policy and batched log lines."""
+    """One server process: its own event loop, in-memory policy and batched log lines.
+
+    `inline`: the companion also runs on this process's loop (one worker), not only attached to it.
+    """
     fields = {"worker": index} if index is not None else None
     configure_logging(config.logging.level, config.logging.format, fields=fields, buffered=True)
     try:
@@ -71,7 +72,7 @@ def run_worker(
         runner = asyncio.run
     else:
         runner = uvloop.run
-    return runner(_worker_main(config, redis_url, host, port, reuse_port, portal_socket))
+    return runner(_worker_main(config, redis_url, host, port, reuse_port, companion, inline))
 
 
 async def _prepare_store(config: Config, redis_url: str) -> None:
@@ -88,7 +89,13 @@ async def _prepare_store(config: Config, redis_url: str) -> None:
 
 
 async def _worker_main(
-    config: Config, redis_url: str, host: str, port: int, reuse_port: bool, portal_socket: socket.socket | None
+    config: Config,
+    redis_url: str,
+    host: str,
+    port: int,
+    reuse_port: bool,
+    companion: Companion | None,
+    inline: bool,
 ) -> int:
     store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
     sync = PolicySync(store, static_exemptions=static_exemptions(config))
@@ -98,13 +105,10 @@ async def _worker_main(
     linking: asyncio.Task[None] | None = None
     portal: asyncio.Task[None] | None = None
     portal_stop = asyncio.Event()
-    if config.portal.listen is not None:
-        from icap_server.portal.links import attach_portal
-        from icap_server.portal.server import run_portal
-
-        linking = asyncio.create_task(attach_portal(app, config, store))  # block pages offer the request form
-        if portal_socket is not None:  # one worker: the portal shares its loop
-            portal = asyncio.create_task(run_portal(config, store, portal_socket, portal_stop))
+    if companion is not None:
+        linking = asyncio.create_task(companion.attach(app, store))  # block pages offer the request form
+        if inline:  # one worker: the companion shares its loop
+            portal = asyncio.create_task(companion.run(store, portal_stop))
             portal.add_done_callback(_report_portal_end)
     try:
         try:

@@ -153,4 +153,3 @@ class Supervisor:
                 self._enforce_stop()
         log.info("stopped", restarts=self.restarts)
         return 0
-
