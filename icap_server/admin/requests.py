@@ -8,6 +8,7 @@ saved with its audit entry and change announcement together with the request's d
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -23,9 +24,10 @@ from icap_server.admin.support import (
     print_table,
 )
 from icap_server.config import Config
+from policy.approvals import Approval
 from policy.identity import normalise_username
 from policy.lifecycle import LifecycleError, build_approval, check_authority
-from policy.requests import RequestError, RequestStatus, approved, check_decision, denied, grant_for
+from policy.requests import AccessRequest, RequestError, RequestStatus, approved, check_decision, denied, grant_for
 from policy.store import PolicyStore, RequestChanged
 
 
@@ -111,61 +113,71 @@ def requests_show(args: argparse.Namespace, config: Config) -> StoreAction:
     return action
 
 
-def requests_approve(args: argparse.Namespace, config: Config) -> StoreAction:
+def _decider(args: argparse.Namespace, config: Config, missing: str) -> str:
+    """Who decides (--by), normalised as approvals are; UsageError(missing) when it names nobody."""
     by = normalise_username(args.by, config.identity) if args.by.strip() else ""
     if not by:
-        raise UsageError("--by must name the approver")
+        raise UsageError(missing)
+    return by
+
+
+Decide = Callable[[AccessRequest], Awaitable[tuple[AccessRequest, Approval | None, str]]]
+
+
+async def _decide_and_save(store: PolicyStore, request_id: str, actor: str, decide: Decide) -> int:
+    """Read the request, decide it, save the decision; if someone decided it meanwhile, read it again."""
+    while True:
+        before = await store.get_request(request_id)
+        try:
+            after, approval, said = await decide(before)
+        except (RequestError, LifecycleError) as error:
+            raise UsageError(str(error)) from None
+        try:
+            await store.save_decision(before, after, approval, actor)
+        except RequestChanged:
+            continue  # decided meanwhile: read it again, and say so
+        print(said)
+        return 0
+
+
+def requests_approve(args: argparse.Namespace, config: Config) -> StoreAction:
+    by = _decider(args, config, "--by must name the approver")
     if args.days is not None and args.days < 1:
         raise UsageError(f"--days must be at least 1, got {args.days}")
     rules = approval_rules(config)
+    zone = ZoneInfo(config.policy.timezone)
 
     async def action(store: PolicyStore) -> int:
-        while True:
-            before = await store.get_request(args.id)
+        async def approve(before: AccessRequest) -> tuple[AccessRequest, Approval | None, str]:
             now = datetime.now(UTC)
-            try:
-                check_decision(before, by)
-                grant = grant_for(before, by, args.actor, args.days, now)
-                checked = build_approval(grant, now, await store.load_directory(), rules)
-            except (RequestError, LifecycleError) as error:
-                raise UsageError(str(error)) from None
+            check_decision(before, by)
+            grant = grant_for(before, by, args.actor, args.days, now)
+            checked = build_approval(grant, now, await store.load_directory(), rules)
             approval = replace(checked, id=await store.next_approval_id())  # an id only once every check passed
             after = approved(before, by, now, args.note.strip(), approval.id, approval.valid_until)
-            try:
-                await store.save_decision(before, after, approval, args.actor)
-            except RequestChanged:
-                continue  # decided meanwhile: read it again, and say so
-            last_day = (approval.valid_until - timedelta(seconds=1)).astimezone(ZoneInfo(config.policy.timezone))
-            print(f"{after.id} approved: {approval.id} ({approval.describe()}, until {last_day:%Y-%m-%d})")
-            return 0
+            last_day = (approval.valid_until - timedelta(seconds=1)).astimezone(zone)
+            said = f"{after.id} approved: {approval.id} ({approval.describe()}, until {last_day:%Y-%m-%d})"
+            return after, approval, said
+
+        return await _decide_and_save(store, args.id, args.actor, approve)
 
     return action
 
 
 def requests_deny(args: argparse.Namespace, config: Config) -> StoreAction:
-    by = normalise_username(args.by, config.identity) if args.by.strip() else ""
-    if not by:
-        raise UsageError("--by must name who declines")
+    by = _decider(args, config, "--by must name who declines")
     rules = approval_rules(config)
 
     async def action(store: PolicyStore) -> int:
-        while True:
-            before = await store.get_request(args.id)
-            try:
-                check_decision(before, by)
-                directory = await store.load_directory()
-                person = directory.person(before.user)
-                department = person.department if person is not None else before.department
-                check_authority(by, department, directory, rules, "decide access requests")
-            except (RequestError, LifecycleError) as error:
-                raise UsageError(str(error)) from None
+        async def deny(before: AccessRequest) -> tuple[AccessRequest, Approval | None, str]:
+            check_decision(before, by)
+            directory = await store.load_directory()
+            person = directory.person(before.user)
+            department = person.department if person is not None else before.department
+            check_authority(by, department, directory, rules, "decide access requests")
             after = denied(before, by, datetime.now(UTC), args.note.strip())
-            try:
-                await store.save_decision(before, after, None, args.actor)
-            except RequestChanged:
-                continue
-            print(f"{after.id} denied")
-            return 0
+            return after, None, f"{after.id} denied"
+
+        return await _decide_and_save(store, args.id, args.actor, deny)
 
     return action
-
