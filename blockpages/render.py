@@ -69,6 +69,10 @@ REASON_MESSAGES: dict[str, str] = {
         "The web filter cannot check approvals at the moment, so it blocks every site until it can. This is "
         "not about you or this site: please try again in a few minutes."
     ),
+    "bad-request": N_(
+        "The web filter cannot tell which site this request is for: the address names no site, or two "
+        "different ones. Such requests are blocked for everyone, whatever approvals they hold."
+    ),
 }
 UNKNOWN_REASON = N_("The web filter blocked this request.")
 
@@ -81,7 +85,13 @@ ADVICE: dict[str, str] = {
     "policy-unavailable": N_(
         "If this lasts more than a few minutes, contact us and quote the reference on this page."
     ),
+    "bad-request": N_(
+        "Check the address and try again, typed as the site gives it. If a program you need sends such "
+        "requests, contact us and quote the reference on this page."
+    ),
 }
+# Reasons that are about no category (the page shows no category's name in them).
+UNCATEGORISED = frozenset({"policy-unavailable", "bad-request"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +365,7 @@ def sample_facts(zone: ZoneInfo) -> Iterator[tuple[BlockFacts, RequestForm | Non
     time = datetime(2026, 1, 1, 9, 0, tzinfo=zone)
     form = RequestForm("https://portal.example/request", "sample.token", 180, 20)
     for reason in REASON_MESSAGES:
-        category = None if reason == "policy-unavailable" else "webmail"
+        category = None if reason in UNCATEGORISED else "webmail"
         for user in ("sample.user", None):
             facts = BlockFacts(
                 "mail.example.com", "/" + "long-path/" * 12, category, user, "10.0.0.1", reason, "0123456789ab", time

@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 from .approvals import SUBJECT_RANK, Approval, OverduePolicy, State
-from .categories import NO_MATCH, CategoryMatch
+from .categories import CategoryMatch
 from .state import Exemption, PolicyState
 
 
@@ -32,6 +32,7 @@ class Reason(StrEnum):
     APPROVAL_SUSPENDED = "approval-suspended"
     NOT_PERMITTED = "not-permitted"  # a forbidden category: no approval or exemption opens it
     POLICY_UNAVAILABLE = "policy-unavailable"  # not from judge: the server has no policy loaded yet (fails closed)
+    BAD_REQUEST = "bad-request"  # the request's destination cannot be told (no host, two hosts): never judged, blocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,9 @@ _LAPSED = {
     State.EXPIRED: Reason.APPROVAL_EXPIRED,
     State.SUSPENDED: Reason.APPROVAL_SUSPENDED,
 }
+
+
+BAD_REQUEST = Decision(Action.BLOCK, Reason.BAD_REQUEST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,16 +163,19 @@ def judge(state: PolicyState, facts: RequestFacts, settings: DecisionSettings, n
     """The whole decision for one request from in-memory policy: URL rules first, then the category lists.
 
     An allow rule beats every category, forbidden ones included; a category rule replaces the list's
-    categories for its path.
+    categories for its path. A request with no host is blocked (`bad-request`): no rule, approval or exemption
+    can open a destination nobody can name.
     """
     host = facts.host
-    rule = state.rules.match(host, facts.path) if host else None
+    if not host:  # no destination: nothing can be matched, so nothing can be known to be unrestricted
+        return BAD_REQUEST
+    rule = state.rules.match(host, facts.path)
     if rule is not None and rule.kind == "allow":
         return Decision(Action.PASS, Reason.ALLOW_LISTED, None, rule.describe(), rule_id=rule.id)
     if rule is not None and rule.category:
         match = CategoryMatch(rule.describe(), frozenset((rule.category,)))
     else:
-        match = state.categories.match(host) if host else NO_MATCH
+        match = state.categories.match(host)
     forbidden = settings.forbidden
     if not (match.categories & settings.restricted) and not (forbidden and match.categories & forbidden):
         decision = _not_restricted(match)

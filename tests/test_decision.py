@@ -177,3 +177,17 @@ def test_allow_rule_beats_a_forbidden_category() -> None:
     assert allowed.reason is Reason.ALLOW_LISTED
     other = judge(state, RequestFacts("mail.google.com", "/mail/", "bob", None), strict, NOW)
     assert other.reason is Reason.NOT_PERMITTED
+
+
+def test_no_host_is_a_bad_request_block_that_nothing_opens() -> None:
+    """A request whose destination cannot be told is never "not restricted": no rule, exemption or approval."""
+    from policy.rules import Rule, RuleIndex
+
+    state = PolicyState(version=1)
+    state.rules = RuleIndex([Rule(id="R1", kind="allow", host="mail.google.com")])
+    state.exemptions = (Exemption(id="E1", network="0.0.0.0/0"),)
+    state.approvals.put_many([approval("A1")])
+    for host in (None, ""):
+        decision = judge(state, RequestFacts(host, "/", "alice", "10.0.0.1"), SETTINGS, NOW)
+        assert (decision.action, decision.reason, decision.category) == (Action.BLOCK, Reason.BAD_REQUEST, None)
+    assert judge(state, RequestFacts("mail.google.com", "/", "alice"), SETTINGS, NOW).reason is Reason.ALLOW_LISTED

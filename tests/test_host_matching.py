@@ -56,6 +56,17 @@ TABLE: list[tuple[str, str, bool]] = [
     ("0.1", "192.168.0.1", False),
     ("2001:db8::1", "2001:DB8::1", True),
     ("2001:db8::1", "2001:db8::11", False),
+    # spellings a browser reads as the same host (percent-escapes, UTS #46, IPv4 forms, IPv4-mapped IPv6)
+    ("mail.google.com", "mail%2egoogle%2ecom", True),
+    ("mail.google.com", "ｍａｉｌ．ｇｏｏｇｌｅ．ｃｏｍ", True),
+    ("mail.google.com", "a.mail。google。com", True),
+    ("mail.google.com", "evilｍａｉｌ.google.com", False),
+    ("203.0.113.7", "3405803783", True),
+    ("203.0.113.7", "0xcb.0x0.0x71.0x7", True),
+    ("203.0.113.7", "0313.0.0161.07", True),
+    ("203.0.113.7", "[::ffff:203.0.113.7]:443", True),
+    ("10.0.0.1", "10.1", True),
+    ("0.0.1", "10.1", False),
 ]
 
 NOW = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)

@@ -18,6 +18,7 @@ BLOCK_REASONS = (
     "approval-suspended",
     "not-permitted",
     "policy-unavailable",
+    "bad-request",
 )
 
 
@@ -39,7 +40,7 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """BlockPageError (a ConfigError) propagates: main prints it as one line and exits 2."""
-    from blockpages.render import BlockFacts, RequestForm  # Jinja2 and Babel only when needed
+    from blockpages.render import UNCATEGORISED, BlockFacts, RequestForm  # Jinja2 and Babel only when needed
     from icap_server.service.pages import block_pages
 
     renderer = block_pages(config)
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     facts = BlockFacts(
         host=args.host,
         path=args.path,
-        category=None if args.reason == "policy-unavailable" else args.category,
+        category=None if args.reason in UNCATEGORISED else args.category,
         user=args.user or None,
         client_ip="10.0.0.1",
         reason=args.reason,

@@ -20,7 +20,7 @@ from icap_server.service import responses
 from icap_server.service.pages import block_pages
 from icap_server.service.sync import PolicyUnavailable
 from icap_server.service.usage import UsageRecorder
-from policy.decision import Action, Decision, DecisionSettings, Reason, RequestFacts, judge
+from policy.decision import BAD_REQUEST, Action, Decision, DecisionSettings, Reason, RequestFacts, judge
 from policy.hosts import request_host, request_path
 from policy.identity import Identity, identify
 from policy.state import PolicyState
@@ -128,12 +128,16 @@ class Application:
         if request.method not in methods:
             return Verdict(status=405, identity=NO_IDENTITY, version=self.policy.version)
         identity = identify(request.headers, self.config.identity)
-        if request.method == "RESPMOD" or request.http_request is None:
+        if request.method == "RESPMOD":
             return Verdict(status=0, identity=identity, decision=PASS_THROUGH, version=self.policy.version)
         http = request.http_request
+        if http is None:  # a REQMOD with no HTTP request head: nothing to judge, and never a pass
+            return Verdict(status=400, identity=identity, version=self.policy.version)
         target = http.target
-        # Squid sends absolute-form targets; only origin-form needs the Host header.
-        host = request_host(http.method, target, None if "://" in target else http.headers.get("Host"))
+        # The CONNECT authority or absolute-form URI (as Squid sends), else Host; every Host header is checked.
+        host = request_host(http.method, target, http.headers.get_all("Host"))
+        if host is None:  # the destination cannot be told: no rule, approval or exemption can open it
+            return Verdict(0, identity, None, BAD_REQUEST, self.policy.version, secrets.token_hex(6))
         try:
             state = self.policy.state
         except PolicyUnavailable:

@@ -25,6 +25,7 @@ PHRASES = {
     "approval-suspended": ("is on hold because its regular review is overdue", "因定期覆核逾期而暫停"),
     "not-permitted": ("is not permitted on this network at all", "此網絡完全禁止使用個人網上電郵"),
     "policy-unavailable": ("cannot check approvals at the moment", "暫時未能核對批准紀錄"),
+    "bad-request": ("cannot tell which site this request is for", "無法確定此要求前往哪個網站"),
 }
 
 
