@@ -13,7 +13,7 @@ from ._abnf import HEX_DIGITS
 from ._buffer import ReceiveBuffer
 from .errors import RemoteProtocolError
 from .events import BodyData, EndOfMessage, EndOfPreview
-from .headers import Headers, parse_header_block
+from .headers import MAX_HEADER_FIELDS, Headers, parse_header_block
 
 MAX_CHUNK_LINE = 1024
 
@@ -50,10 +50,20 @@ class ChunkedReader:
     After `100 Continue` (`resume`), the rest of the body follows in the same framing.
     """
 
-    __slots__ = ("_chunk_left", "_ieof", "_in_preview", "_max_header_bytes", "_part", "_preview", "_preview_bytes")
+    __slots__ = (
+        "_chunk_left",
+        "_ieof",
+        "_in_preview",
+        "_max_fields",
+        "_max_header_bytes",
+        "_part",
+        "_preview",
+        "_preview_bytes",
+    )
 
-    def __init__(self, preview: int | None, max_header_bytes: int) -> None:
+    def __init__(self, preview: int | None, max_header_bytes: int, max_fields: int = MAX_HEADER_FIELDS) -> None:
         self._preview = preview
+        self._max_fields = max_fields
         self._in_preview = preview is not None
         self._preview_bytes = 0
         self._max_header_bytes = max_header_bytes
@@ -132,7 +142,7 @@ class ChunkedReader:
             block = read_head(buffer, self._max_header_bytes, "trailers too large")
             if block is None:
                 return None
-            trailers = parse_header_block(block, "trailer")
+            trailers = parse_header_block(block, "trailer", self._max_fields)
         if self._in_preview and not self._ieof:
             return EndOfPreview()
         return EndOfMessage(ieof=self._ieof, trailers=trailers)

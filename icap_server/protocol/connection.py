@@ -3,6 +3,10 @@
 Feed it bytes with `receive_data`, pull events with `next_event`, and turn answers into bytes with `send`,
 `send_continue` and `send_error`. It never touches a socket, so every case can be tested byte by byte.
 
+An echo can be streamed instead of sent whole: `send_head` as soon as the request head is in, `send_body`
+for each piece of body as it arrives, `send_end` once the message is complete. Memory then stays bounded
+however large the body is; the state machine refuses every other order.
+
 One transaction at a time: the client's message is read up to its end (or up to the end of its preview),
 then the connection pauses until the server answers; after the answer all per-transaction state is reset
 and the next request on the same connection is parsed from a clean slate.
@@ -30,9 +34,9 @@ from .events import (
     _NeedData,
     _Paused,
 )
-from .headers import Headers, parse_header_block
+from .headers import MAX_HEADER_FIELDS, Headers, parse_header_block
 from .http import HTTPRequestHead, HTTPResponseHead, parse_http_request_head, parse_http_response_head
-from .serialize import CONTINUE_BYTES, serialize_response
+from .serialize import CONTINUE_BYTES, LAST_CHUNK, chunk, serialize_head, serialize_response
 
 METHODS = frozenset({"OPTIONS", "REQMOD", "RESPMOD"})
 
@@ -56,6 +60,10 @@ WAITING = frozenset({Phase.PREVIEW_ENDED, Phase.DONE, Phase.CLOSING})
 AFTER_BODY: dict[type, Phase] = {EndOfPreview: Phase.PREVIEW_ENDED, EndOfMessage: Phase.DONE}
 # The phases `send` may answer in, and where it leaves the connection (kept open, or closing).
 ANSWERABLE = frozenset({Phase.DONE, Phase.PREVIEW_ENDED})
+# The phases a streamed answer may begin in: the body is still arriving, or has just ended.
+STREAMABLE = frozenset({Phase.BODY, Phase.DONE})
+# Largest announced Preview accepted: what a preview carries is kept until the answer is chosen.
+MAX_PREVIEW_BYTES = 65536
 
 Pending = tuple[str, str, str, Headers, Encapsulated, int | None]
 
@@ -63,11 +71,19 @@ Pending = tuple[str, str, str, Headers, Encapsulated, int | None]
 class ICAPConnection:
     """Server side of one ICAP connection."""
 
-    def __init__(self, max_header_bytes: int = 65536) -> None:
+    def __init__(
+        self,
+        max_header_bytes: int = 65536,
+        max_header_fields: int = MAX_HEADER_FIELDS,
+        max_preview_bytes: int = MAX_PREVIEW_BYTES,
+    ) -> None:
         self.max_header_bytes = max_header_bytes
+        self.max_header_fields = max_header_fields
+        self.max_preview_bytes = max_preview_bytes
         self._head_too_large = f"ICAP header exceeds {max_header_bytes} bytes"
         self._buffer = ReceiveBuffer()
         self._peer_closed = False
+        self.closing = False  # set by a server that is stopping: the next answer says Connection: close
         self.phase = Phase.HEAD
         self.transactions = 0
         self._reset_transaction()
@@ -78,6 +94,8 @@ class ICAPConnection:
         self.request: ICAPRequest | None = None
         self._pending: Pending | None = None
         self._body: ChunkedReader | None = None
+        self.streaming = False  # send_head was called: the answer is under way
+        self._close_after = False
 
     # ---- input ----------------------------------------------------------------------------
 
@@ -151,11 +169,14 @@ class ICAPConnection:
         request_line, block = (head, b"") if line_end < 0 else (head[:line_end], head[line_end + 2 :])
         method, uri = _parse_request_line(request_line)
         service = _service_path(uri)
-        headers = parse_header_block(block, "ICAP")
+        headers = parse_header_block(block, "ICAP", self.max_header_fields)
         if "host" not in headers:
             raise RemoteProtocolError(400, "missing Host header")
         encapsulated = self._encapsulated(headers, method)
-        return method, uri, service, headers, encapsulated, _preview(headers, encapsulated, method)
+        preview = _preview(headers, encapsulated, method)
+        if preview is not None and preview > self.max_preview_bytes:
+            raise RemoteProtocolError(400, f"Preview of {preview} bytes exceeds {self.max_preview_bytes}")
+        return method, uri, service, headers, encapsulated, preview
 
     def _encapsulated(self, headers: Headers, method: str) -> Encapsulated:
         values = headers.get_all("Encapsulated")
@@ -177,9 +198,9 @@ class ICAPConnection:
         for name, start, end in encapsulated.sections:
             raw = self._buffer.peek(start, end)
             if name == "req-hdr":
-                http_request = parse_http_request_head(raw)
+                http_request = parse_http_request_head(raw, self.max_header_fields)
             else:
-                http_response = parse_http_response_head(raw)
+                http_response = parse_http_response_head(raw, self.max_header_fields)
         self._buffer.discard(encapsulated.body_offset)
         request = ICAPRequest(
             method=method,
@@ -195,7 +216,7 @@ class ICAPConnection:
         self.request = request
         self._pending = None
         if encapsulated.has_body:
-            self._body = ChunkedReader(preview, self.max_header_bytes)
+            self._body = ChunkedReader(preview, self.max_header_bytes, self.max_header_fields)
             self.phase = Phase.BODY
         else:
             self.phase = Phase.NULL_BODY_END
@@ -225,26 +246,67 @@ class ICAPConnection:
 
     def send(self, response: Response) -> bytes:
         """Serialize the final answer to the current request and get ready for the next one."""
+        if self.streaming:
+            raise LocalProtocolError("a streamed answer is under way: finish it with send_end()")
         if self.phase not in ANSWERABLE or self.request is None:
             raise LocalProtocolError(f"cannot answer in phase {self.phase.name}: the request is not complete")
         if response.status == 100:
             raise LocalProtocolError("use send_continue() for 100 Continue")
         if response.status == 204 and not self.can_send_204:
             raise LocalProtocolError("204 is only allowed with Allow: 204 or in answer to a preview")
-        close = self.request.wants_close or self._peer_closed
+        close = self.request.wants_close or self._peer_closed or self.closing
         data = serialize_response(response, close=close)
+        self._finish(close)
+        return data
+
+    def _finish(self, close: bool) -> None:
         self.transactions += 1
         if close:
             self.phase = Phase.CLOSING
         else:
             self.phase = Phase.HEAD
             self._reset_transaction()
+
+    def send_head(self, response: Response) -> bytes:
+        """Begin a streamed answer: the ICAP head and the HTTP head, with the body to follow in chunks.
+
+        Only for a request with a body, outside a preview (after one, answer it whole or with 100 Continue).
+        """
+        request = self.request
+        if request is None or self.phase not in STREAMABLE or self.streaming:
+            raise LocalProtocolError(f"cannot begin a streamed answer in phase {self.phase.name}")
+        if not request.has_body or request.preview is not None:
+            raise LocalProtocolError("a streamed answer is only for a request with a body and no preview")
+        if response.status != 200:
+            raise LocalProtocolError("only a 200 answer carries a streamed body")
+        self._close_after = request.wants_close or self._peer_closed or self.closing
+        data = serialize_head(response, close=self._close_after)
+        self.streaming = True
         return data
 
+    def send_body(self, data: bytes) -> bytes:
+        """The next piece of a streamed body, as a chunk (nothing for an empty piece)."""
+        if not self.streaming:
+            raise LocalProtocolError("send_head() must begin the answer before its body")
+        return chunk(data) if data else b""
+
+    def send_end(self) -> bytes:
+        """End a streamed answer once the client's message is complete, and get ready for the next one."""
+        if not self.streaming or self.phase is not Phase.DONE:
+            raise LocalProtocolError(f"cannot end a streamed answer in phase {self.phase.name}")
+        self._finish(self._close_after or self._peer_closed)
+        return LAST_CHUNK
+
     def send_error(self, response: Response) -> bytes:
-        """An error answer at any point (malformed input, timeout, internal error); the connection closes."""
+        """An error answer at any point (malformed input, timeout, internal error); the connection closes.
+
+        Not once a streamed answer has begun: its head is already out, so the only honest end is to close.
+        """
         if self.phase is Phase.CLOSING:
             raise LocalProtocolError("the connection has already answered and is closing")
+        if self.streaming:
+            self.phase = Phase.CLOSING
+            raise LocalProtocolError("a streamed answer has begun: close the connection instead")
         self.phase = Phase.CLOSING
         return serialize_response(response, close=True)
 

@@ -20,6 +20,9 @@ ALLOWED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "RESPMOD": (("req-hdr", "res-hdr"), ("res-body", "null-body")),
     "OPTIONS": ((), ("opt-body", "null-body")),
 }
+# Sections a method cannot do without: a REQMOD is about an HTTP request, so without its head there is
+# nothing to judge (passing it, or failing with a 500, would both be wrong).
+REQUIRED: dict[str, tuple[str, ...]] = {"REQMOD": ("req-hdr",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,9 @@ def _parse_encapsulated(value: str, method: str) -> Encapsulated:
     names = [name for name, _ in headers]
     if any(name not in header_allowed for name in names) or names != sorted(set(names), key=header_allowed.index):
         raise RemoteProtocolError(400, f"Encapsulated header sections {names} are not valid for {method}")
+    missing = [name for name in REQUIRED.get(method, ()) if name not in names]
+    if missing:
+        raise RemoteProtocolError(400, f"{method} without an encapsulated {' and '.join(missing)} section")
     offsets = [offset for _, offset in items]
     if offsets[0] != 0:
         raise RemoteProtocolError(400, "the first Encapsulated offset must be 0")

@@ -22,6 +22,10 @@ FORBIDDEN_RE = re.compile(rb"[\r\n\x00]")
 # by line for a precise error. Matching the whole block in C makes the common case fast.
 FIELD_RE = re.compile(r"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n\x00]*)\r\n", re.MULTILINE)
 
+# Fields per header block (ICAP head, each HTTP head, trailers): within the byte limit, tiny fields could
+# still be thousands of dict entries and list items for every request.
+MAX_HEADER_FIELDS = 100
+
 
 class Headers:
     """An ordered, case-insensitive multi-map of header fields."""
@@ -88,10 +92,16 @@ _NO_TOKENS: frozenset[str] = frozenset()
 _token_cache: dict[str, frozenset[str]] = {}
 
 
-def parse_header_block(block: bytes, what: str) -> Headers:
-    """Parse header lines joined by CRLF (no final CRLF) into Headers; `what` names the block in errors."""
+def parse_header_block(block: bytes, what: str, max_fields: int = MAX_HEADER_FIELDS) -> Headers:
+    """Parse header lines joined by CRLF (no final CRLF) into Headers; `what` names the block in errors.
+
+    More than `max_fields` lines is RemoteProtocolError(400), counted before any of them is parsed.
+    """
     if not block:
         return Headers()
+    lines = block.count(b"\n") + 1
+    if lines > max_fields:
+        raise RemoteProtocolError(400, f"more than {max_fields} {what} header fields")
     text = block.decode("latin-1") + "\r\n"
     fields = FIELD_RE.findall(text)
     lines = text.count("\r\n")

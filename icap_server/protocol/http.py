@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
-from .headers import FORBIDDEN_RE, TOKEN_RE, Headers, parse_header_block, serialize_headers
+from .headers import FORBIDDEN_RE, MAX_HEADER_FIELDS, TOKEN_RE, Headers, parse_header_block, serialize_headers
 
 HTTP_VERSION_RE = re.compile(r"^HTTP/[0-9]\.[0-9]\Z")
 
@@ -41,7 +41,7 @@ def _split_head(raw: bytes, what: str) -> tuple[bytes, bytes]:
     return start_line, block
 
 
-def parse_http_request_head(raw: bytes) -> HTTPRequestHead:
+def parse_http_request_head(raw: bytes, max_fields: int = MAX_HEADER_FIELDS) -> HTTPRequestHead:
     start_line, block = _split_head(raw, "req-hdr")
     parts = start_line.split(b" ")
     if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1]:
@@ -53,12 +53,12 @@ def parse_http_request_head(raw: bytes) -> HTTPRequestHead:
         method=parts[0].decode("ascii"),
         target=parts[1].decode("latin-1"),
         version=version,
-        headers=parse_header_block(block, "encapsulated HTTP request"),
+        headers=parse_header_block(block, "encapsulated HTTP request", max_fields),
         raw=raw,
     )
 
 
-def parse_http_response_head(raw: bytes) -> HTTPResponseHead:
+def parse_http_response_head(raw: bytes, max_fields: int = MAX_HEADER_FIELDS) -> HTTPResponseHead:
     start_line, block = _split_head(raw, "res-hdr")
     version, _, rest = start_line.partition(b" ")
     status_text, _, reason = rest.partition(b" ")
@@ -68,7 +68,7 @@ def parse_http_response_head(raw: bytes) -> HTTPResponseHead:
         version=version.decode("latin-1"),
         status=int(status_text),
         reason=reason.decode("latin-1"),
-        headers=parse_header_block(block, "encapsulated HTTP response"),
+        headers=parse_header_block(block, "encapsulated HTTP response", max_fields),
         raw=raw,
     )
 

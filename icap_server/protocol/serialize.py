@@ -30,8 +30,19 @@ def chunked(body: bytes) -> bytes:
     return b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
 
 
-def encapsulated_value(response: Response) -> str:
-    """Offsets computed from the bytes actually sent, so they cannot drift from the sections."""
+def chunk(data: bytes) -> bytes:
+    """One chunk of a body being streamed (never empty: a zero-size chunk is the end of the body)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def encapsulated_value(response: Response, streamed: bool = False) -> str:
+    """Offsets computed from the bytes actually sent, so they cannot drift from the sections.
+
+    `streamed`: the body is not in `response` but follows in chunks (see `serialize_head`).
+    """
     items = []
     offset = 0
     if response.http_request_head is not None:
@@ -40,7 +51,7 @@ def encapsulated_value(response: Response) -> str:
     if response.http_response_head is not None:
         items.append(f"res-hdr={offset}")
         offset += len(response.http_response_head)
-    if response.body is None:
+    if response.body is None and not streamed:
         items.append(f"null-body={offset}")
     else:
         kind = "res-body" if response.http_response_head is not None else "req-body"
@@ -65,7 +76,14 @@ def serialize_response(response: Response, close: bool) -> bytes:
     return _serialize(response, close)
 
 
-def _serialize(response: Response, close: bool) -> bytes:
+def serialize_head(response: Response, close: bool) -> bytes:
+    """The head of a response whose body is streamed after it: `Encapsulated` names the body; no chunk yet."""
+    if response.body is not None or (response.http_request_head is None and response.http_response_head is None):
+        raise LocalProtocolError("a streamed response carries an HTTP head and no body of its own")
+    return _serialize(response, close, streamed=True)
+
+
+def _serialize(response: Response, close: bool, streamed: bool = False) -> bytes:
     names = {name.lower() for name, _ in response.headers}
     if "istag" not in names:
         raise LocalProtocolError("every ICAP response must carry an ISTag header")
@@ -77,7 +95,7 @@ def _serialize(response: Response, close: bool) -> bytes:
         raise LocalProtocolError("a 204 response carries nothing encapsulated")
     reason = REASONS.get(response.status, "Unknown")
     headers = list(response.headers)
-    headers.append(("Encapsulated", encapsulated_value(response)))
+    headers.append(("Encapsulated", encapsulated_value(response, streamed)))
     if close and "connection" not in names:
         headers.append(("Connection", "close"))
     out = [f"ICAP/1.0 {response.status} {reason}\r\n".encode("ascii"), serialize_headers(headers), b"\r\n"]

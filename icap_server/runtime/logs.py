@@ -4,6 +4,7 @@ The JSON path is on the request path (one line per ICAP transaction), so it is k
 the timestamp is formatted once a second plus microseconds, and lines are collected and written together
 (at most 4 KiB, whole lines only, so workers sharing a pipe never interleave) when the buffer fills or at
 the latest `FLUSH_INTERVAL` later: one system call per few dozen requests instead of one per request.
+Warnings that hostile input can cause once per message go through `RateLimitedWarnings`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Literal
 
 import orjson
@@ -70,6 +71,58 @@ def flush_logs() -> None:
 
 
 atexit.register(flush_logs)
+
+
+class RateLimitedWarnings:
+    """At most `limit` warning lines per event per `interval`; past that, counts, then one summary line.
+
+    Hostile input produces one warning per message (a fuzzer: hundreds of thousands a minute), and a log
+    that grows without bound is a fault of its own. The first lines of each kind in a window show what is
+    happening; `summary_event` then says how many more there were, per kind. `tick` (the server calls it
+    with its log flush) closes a window even when no further warning comes.
+    """
+
+    __slots__ = ("_clock", "_counts", "_interval", "_limit", "_logger", "_started", "_summary_event")
+
+    def __init__(
+        self,
+        logger: Any,
+        summary_event: str,
+        limit: int = 10,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._summary_event = summary_event
+        self._limit = limit
+        self._interval = interval
+        self._clock = clock
+        self._started = clock()
+        self._counts: dict[str, int] = {}
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.tick()
+        count = self._counts.get(event, 0) + 1
+        self._counts[event] = count
+        if count <= self._limit:
+            self._logger.warning(event, **fields)
+
+    def tick(self) -> None:
+        """End the window if its interval has passed: one summary line for what was held back."""
+        now = self._clock()
+        if now - self._started < self._interval:
+            return
+        suppressed = {event: count - self._limit for event, count in self._counts.items() if count > self._limit}
+        if suppressed:
+            self._logger.warning(
+                self._summary_event,
+                suppressed=suppressed,
+                total=sum(suppressed.values()),
+                interval_s=round(now - self._started, 3),
+            )
+        self._started = now
+        self._counts.clear()
+
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

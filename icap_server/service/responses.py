@@ -74,6 +74,12 @@ def unmodified(tag: str, request: ICAPRequest, body: bytes | None) -> Response:
     return Response(200, base_headers(tag), http_request_head=request.http_request.raw, body=body)
 
 
+def echo_head(tag: str, request: ICAPRequest) -> Response:
+    """The head of an echo whose body is streamed as it arrives (`ICAPConnection.send_head`): a body of any
+    size passes through in bounded memory."""
+    return unmodified(tag, request, None)
+
+
 def error(tag: str, status: int) -> Response:
     return Response(status, base_headers(tag))
 
