@@ -154,9 +154,42 @@ class ApprovalIndex:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class StoreEpoch:
+    """The identity of one store: written once, with the default lists, when the store is initialised.
+
+    A worker compares it with the epoch its policy came from: a store whose epoch vanished (emptied, or
+    replaced by an empty Redis) is not the store the policy came from, and an empty list there is no reason
+    to stop blocking. `origin` is "initialised" (the first start, or an automatic re-seed) or "reset" (an
+    admin's deliberate `clearance store reset`, whose result workers adopt even when it holds no lists).
+    """
+
+    id: str
+    at: str
+    origin: str = "initialised"
+    by: str = ""
+
+    @property
+    def deliberate(self) -> bool:
+        return self.origin == "reset"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StoreEpoch:
+        """The stored marker; ValueError if it is not one (a hand-written key is not a store identity)."""
+        try:
+            record = json.loads(text)
+            return cls(id=str(record["id"]), at=str(record["at"]), origin=str(record["origin"]), by=str(record["by"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"not a store epoch: {str(text)[:80]!r}") from error
+
+
 @dataclass
 class PolicyState:
     version: int = 0
+    epoch: StoreEpoch | None = None  # the store identity it was loaded from (None: an uninitialised store)
     categories: CategoryIndex = field(default_factory=CategoryIndex)
     approvals: ApprovalIndex = field(default_factory=ApprovalIndex)
     rules: RuleIndex = field(default_factory=RuleIndex)

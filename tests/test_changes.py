@@ -20,6 +20,8 @@ from policy.store import (
     ExemptionsChanged,
     HostsAdded,
     RulesChanged,
+    StoreInitialised,
+    StoreReset,
 )
 from policy.store.changes import decode, encode
 
@@ -49,6 +51,8 @@ EXAMPLES: list[Change] = [
         version=7,
         rules=(Rule("R1", "allow", "intranet.example"), Rule("R2", "category", "x.example", "/mail", "webmail")),
     ),
+    StoreInitialised(version=7, epoch="0123456789abcdef"),
+    StoreReset(version=7, epoch="fedcba9876543210"),
 ]
 
 

@@ -26,11 +26,13 @@ DEADLINE = 2.0  # a message arrives within milliseconds; the deadline only bound
 
 
 @contextlib.asynccontextmanager
-async def following(redis_url: str) -> AsyncIterator[tuple[PolicyStore, PolicySync]]:
+async def following(
+    redis_url: str, check_interval: float = NEVER, seed: dict[str, tuple[str, ...]] | None = None
+) -> AsyncIterator[tuple[PolicyStore, PolicySync]]:
     """A store to write through, and a PolicySync following it from its own connection, running as a task."""
     writer = PolicyStore.from_url(redis_url)
     reader = PolicyStore.from_url(redis_url)
-    sync = PolicySync(reader, check_interval=NEVER)
+    sync = PolicySync(reader, check_interval=check_interval, seed=seed)
     task = asyncio.create_task(sync.run())
     try:
         await asyncio.wait_for(sync.loaded.wait(), timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from icap_server.admin.support import Commands, UsageError, redis_url
 from icap_server.config import Config, parse_listen
@@ -19,7 +20,11 @@ def register(commands: Commands) -> None:
 
 
 def serve_command(args: argparse.Namespace, config: Config) -> int:
-    """Runs until stopped; logs go to stdout (the admin commands log to stderr, keeping stdout for answers)."""
+    """Runs until stopped; logs go to stdout (the admin commands log to stderr, keeping stdout for answers).
+
+    SIGHUP is a reload once serving; from here until then it is held (blocked), not the default (exit).
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     from icap_server.runtime.serve import run_server
     from icap_server.service.pages import check_templates  # the server's imports only when serving
 
@@ -33,7 +38,7 @@ def serve_command(args: argparse.Namespace, config: Config) -> int:
         raise UsageError(f"--workers must be 0 (one per core) or more, got {workers}")
     check_templates(config)  # a broken block-page template stops the start, naming the file and line
     configure_logging(config.logging.level, config.logging.format)
-    url = redis_url(config)
+    url = redis_url(config, create=True)  # the one command (with `store init`) that makes a store
     companion = None
     if config.portal.listen is not None:
         from icap_server.portal.companion import PortalCompanion

@@ -27,6 +27,10 @@ class PortalCompanion:
     def bind(self) -> None:
         self._socket = bind_portal(self.config)
 
+    def reconfigure(self, config: Config) -> None:
+        """A reload's settings, from the next run on; the socket stays bound where it is (listen needs a restart)."""
+        self.config = config
+
     @property
     def socket(self) -> socket.socket:
         assert self._socket is not None, "bind() first"

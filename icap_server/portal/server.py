@@ -67,16 +67,19 @@ def portal_server(config: Config, store: PolicyStore, secret: str) -> PortalServ
 
 
 async def run_portal(config: Config, store: PolicyStore, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Serve the portal on `sock` until `stop` is set (drains requests in flight and mail being sent)."""
+    """Serve the portal on `sock` until `stop` is set (drains requests in flight and mail being sent).
+
+    `sock` stays open: its owner (the process that bound it, or inherited it) closes it at exit."""
     secret_task = asyncio.create_task(wait_for_secret(config, store))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({secret_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not secret_task.done():  # stopped before Redis ever answered
         secret_task.cancel()
-        sock.close()
         return
     server = portal_server(config, store, secret_task.result())
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    # uvicorn closes the sockets it serves when it stops: give it a duplicate, so the bound socket stays
+    # open for the run a reload starts next (connections wait in its backlog meanwhile, none is refused).
+    task = asyncio.create_task(server.serve(sockets=[sock.dup()]))
     log.info("portal_listening", address=config.portal.listen, url=base_url(config))
     await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True

@@ -1,26 +1,37 @@
-"""`clearance serve`: prepare the store, then run one server process, or a supervisor and N workers."""
+"""`clearance serve`: prepare the store, then run one server process, or a supervisor and N workers.
+
+A worker whose store does not answer listens at once: until its policy loads, every request gets the
+fail-closed `policy-unavailable` block page, and `server.startup_timeout` only says when to log that loudly.
+One whose store answers listens once its policy is in (it takes moments), so a restarted worker never blocks
+everyone while it loads; should the load drag on past `startup_timeout`, it listens anyway.
+SIGHUP is held blocked from the start until a process can act on it (`serve` unblocks it once its reload
+handler is in place), so a reload asked for during start-up is done then rather than killing the process.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import os
+import signal
 
 import structlog
 
 from icap_server.config import Config
-from icap_server.runtime.companion import Companion
+from icap_server.runtime.companion import Companion, InlineCompanion
 from icap_server.runtime.logs import configure_logging
+from icap_server.runtime.reload import WorkerReload, reread_config
 from icap_server.runtime.server import serve
 from icap_server.service.application import Application
-from icap_server.service.defaults import load_default_lists
+from icap_server.service.defaults import default_seed, load_default_lists
 from icap_server.service.exemptions import static_exemptions
 from icap_server.service.sync import PolicySync
 from policy.store import PolicyStore, StoreUnavailable
 
 log = structlog.get_logger("clearance")
+PORTAL_LINK_WAIT = 1.0  # seconds the first block pages may wait for the portal's token secret (Redis is up)
+STORE_PROBE = 1.0  # seconds the store has to answer at start before the worker listens without a policy
 
 
 def run_server(
@@ -32,6 +43,7 @@ def run_server(
     with one worker, else in a process of its own that the supervisor keeps running like a worker. It binds
     its socket here, first.
     """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # pending, not fatal, until a handler is in
     asyncio.run(_prepare_store(config, redis_url))
     count = workers or os.cpu_count() or 1
     if companion is not None:
@@ -44,10 +56,25 @@ def run_server(
         return run_worker(config, redis_url, host, port, reuse_port=False, index=None, companion=companion)
     from icap_server.runtime.supervisor import Supervisor
 
-    # Several workers: each links its block pages to the companion, which runs in a process of its own.
-    worker = functools.partial(run_worker, config, redis_url, host, port, True, companion=companion, inline=False)
+    current = config  # what a worker forked from now on starts with; a reload replaces it
+
+    def worker(index: int) -> int:
+        # Several workers: each links its block pages to the companion, which runs in a process of its own.
+        return run_worker(current, redis_url, host, port, True, index, companion=companion, inline=False)
+
+    def reload() -> bool:
+        """The supervisor's part of SIGHUP: check the file once; on success workers and portal follow."""
+        nonlocal current
+        fresh = reread_config(current)
+        if fresh is None:
+            return False
+        current = fresh
+        if companion is not None:
+            companion.reconfigure(fresh)
+        return True
+
     portal = companion.run_process if companion is not None else None
-    return Supervisor(host, port, count, worker=worker, portal=portal).run()
+    return Supervisor(host, port, count, worker=worker, portal=portal, reload=reload).run()
 
 
 def run_worker(
@@ -98,38 +125,33 @@ async def _worker_main(
     inline: bool,
 ) -> int:
     store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
-    sync = PolicySync(store, static_exemptions=static_exemptions(config))
+    sync = PolicySync(store, static_exemptions=static_exemptions(config), seed=default_seed(config))
     app = Application(config, sync)
     follower = asyncio.create_task(sync.run())
     usage = asyncio.create_task(app.usage.run(store, config.approvals.usage_flush_interval))
+    watch = asyncio.create_task(_warn_until_loaded(sync, config.server.startup_timeout, redis_url))
     linking: asyncio.Task[None] | None = None
-    portal: asyncio.Task[None] | None = None
-    portal_stop = asyncio.Event()
+    portal = InlineCompanion(companion, store) if companion is not None and inline else None
     if companion is not None:
         linking = asyncio.create_task(companion.attach(app, store))  # block pages offer the request form
-        if inline:  # one worker: the companion shares its loop
-            portal = asyncio.create_task(companion.run(store, portal_stop))
-            portal.add_done_callback(_report_portal_end)
+        if portal is not None:  # one worker: the companion shares its loop
+            portal.start()
     try:
-        try:
-            # Serve once the policy is loaded; if Redis stays away, serve anyway and block everything meanwhile.
-            await asyncio.wait_for(sync.loaded.wait(), timeout=config.server.startup_timeout)
-        except TimeoutError:
-            log.error("policy_not_loaded", waited_s=config.server.startup_timeout, url=redact(redis_url))
-        if linking is not None:
-            await asyncio.wait({linking}, timeout=5)  # the first block page already offers the request form
+        await _first_load(sync, store, config.server.startup_timeout, redis_url)
+        if linking is not None:  # with Redis up the secret comes at once; without, serve without the form
+            await asyncio.wait({linking}, timeout=PORTAL_LINK_WAIT)
         # The loaded policy (up to millions of objects) lives as long as the process: keep the cyclic
         # collector off it, and let it run less often over the short-lived objects of each request.
         gc.freeze()
         gc.set_threshold(100_000, 50, 100)
-        await serve(app, host, port, reuse_port=reuse_port)
+        reload = WorkerReload(sync, store, companion, portal, supervised=reuse_port)  # reuse_port: one of N
+        await serve(app, host, port, reuse_port=reuse_port, reload=reload)
     finally:
-        if linking is not None:
-            linking.cancel()
-        portal_stop.set()
+        for task in (linking, watch):
+            if task is not None:
+                task.cancel()
         if portal is not None:
-            with contextlib.suppress(Exception):  # a failure was logged when it happened
-                await asyncio.wait_for(portal, timeout=10)
+            await portal.stop()
         follower.cancel()
         usage.cancel()
         await asyncio.gather(usage, return_exceptions=True)  # writes the last counts
@@ -137,9 +159,24 @@ async def _worker_main(
     return 0
 
 
-def _report_portal_end(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("portal_failed", error=repr(task.exception()))
+async def _first_load(sync: PolicySync, store: PolicyStore, timeout: float, redis_url: str) -> None:
+    """Wait for the first policy load while the store answers; not at all when it does not (see the module)."""
+    try:
+        await asyncio.wait_for(store.version(), timeout=STORE_PROBE)
+    except (StoreUnavailable, OSError, TimeoutError) as error:
+        log.error("policy_unavailable_at_start", error=str(error) or type(error).__name__, url=redact(redis_url))
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(sync.loaded.wait(), timeout=timeout)
+
+
+async def _warn_until_loaded(sync: PolicySync, after: float, redis_url: str) -> None:
+    """Serving without a policy blocks everything: say so loudly, every `after` seconds, until it loads."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sync.loaded.wait(), timeout=after)
+            return
+        log.error("policy_not_loaded", waited_s=after, url=redact(redis_url))
 
 
 def redact(url: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 import time
 from dataclasses import dataclass, field
@@ -28,49 +29,93 @@ from icap_server.protocol import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from icap_server.runtime.logs import FLUSH_INTERVAL, flush_logs
+from icap_server.runtime.logs import FLUSH_INTERVAL, RateLimitedWarnings, flush_logs
+from icap_server.runtime.signals import STOP_QUIET, Reload, accept_backlog, reload_on_hangup, unread_bytes
 from icap_server.service import responses
 from icap_server.service.application import Application, Verdict
 
 log = structlog.get_logger("clearance.icap")
 access_log = structlog.get_logger("clearance.access")
 
+# Lines per kind of protocol warning (errors, refusals, timeouts, evictions) per 10 s, then a summary.
+WARNINGS_PER_INTERVAL = 10
+# File descriptors beyond max_connections: the listening socket, Redis, logs, the one being admitted.
+FILE_LIMIT_MARGIN = 256
+
+
+def raise_file_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to `wanted` if the hard limit allows (the default soft limit is often
+    1024, fewer than max_connections needs); the limit now in force, logged if still short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        if soft < wanted:
+            log.warning("file_limit_low", limit=soft, wanted=wanted)
+    return soft
+
 
 @dataclass(slots=True)
 class Transaction:
+    """One request from its head on. A pass without `Allow: 204` is echoed: streamed as its body arrives
+    (`streaming`), or, after a preview, from the preview kept in `body` (at most `max_preview_bytes`)."""
+
     request: ICAPRequest
     verdict: Verdict
     started: float
     keep_body: bool
+    streaming: bool = False
     body: list[bytes] = field(default_factory=list)
 
 
 class ICAPProtocol(asyncio.Protocol):
-    """One client connection."""
+    """One client connection.
 
-    __slots__ = ("app", "conn", "last_activity", "server", "transport", "txn")
+    Deadlines run from the first byte of each message, not from the last byte seen, so a client that
+    trickles cannot hold a connection: the heads must be in within `header_timeout`, the whole message
+    within `request_timeout` (longer for a body arriving at `min_body_rate` or faster).
+    """
+
+    __slots__ = ("app", "body_bytes", "conn", "last_activity", "message_started", "server", "transport", "txn")
 
     def __init__(self, server: ICAPServer) -> None:
         self.server = server
         self.app = server.app
-        self.conn = ICAPConnection(max_header_bytes=server.settings.max_header_bytes)
+        settings = server.settings
+        self.conn = ICAPConnection(
+            max_header_bytes=settings.max_header_bytes,
+            max_header_fields=settings.max_header_fields,
+            max_preview_bytes=settings.max_preview_bytes,
+        )
         self.transport: asyncio.Transport | None = None
         self.txn: Transaction | None = None
         self.last_activity = time.monotonic()
+        self.message_started: float | None = None  # the first byte of the message in progress, if any
+        self.body_bytes = 0  # of the message in progress
 
     # ---- asyncio callbacks ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's is not a subclass)
         connections = self.server.connections
-        connections.add(self)
-        if len(connections) > self.server.settings.max_connections:
+        if len(connections) >= self.server.settings.max_connections and not self.server.make_room():
             self._fail(503, "too many connections")
+            return
+        connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
+        now = self.last_activity = time.monotonic()
+        if self.message_started is None:
+            self.message_started = now
+        answered = self.conn.transactions
         self.conn.receive_data(data)
         self._process()
+        if not self.conn.their_message_in_progress:
+            self.message_started = None
+            self.body_bytes = 0
+        elif self.conn.transactions != answered:  # one message answered, the next one begun in the same read
+            self.message_started = now
+            self.body_bytes = 0
 
     def eof_received(self) -> bool:
         if self.transport is not None and not self.transport.is_closing():
@@ -102,25 +147,21 @@ class ICAPProtocol(asyncio.Protocol):
             try:
                 event = conn.next_event()
             except RemoteProtocolError as problem:
-                log.warning("icap_protocol_error", status=problem.status, error=problem.message)
+                self.server.warnings.warning("icap_protocol_error", status=problem.status, error=problem.message)
                 self._fail(problem.status)
                 return
             kind = type(event)
             if kind is ICAPRequest:
                 assert isinstance(event, ICAPRequest)
-                started = time.perf_counter()
-                try:
-                    # No policy loaded yet is not an error here: the verdict is a policy-unavailable block.
-                    verdict = self.app.evaluate(event, datetime.now(UTC))
-                except Exception:
-                    log.exception("icap_internal_error", method=event.method, service=event.service)
-                    self._fail(500)
+                if not self._begin(event):
                     return
-                self.txn = Transaction(event, verdict, started, self.app.keeps_body(event, verdict))
             elif kind is BodyData:
                 txn = self.txn
                 assert txn is not None and isinstance(event, BodyData)
-                if txn.keep_body:
+                self.body_bytes += len(event.data)
+                if txn.streaming:
+                    self.transport.write(conn.send_body(event.data))
+                elif txn.keep_body:
                     txn.body.append(event.data)
             elif kind is EndOfMessage or kind is EndOfPreview:
                 self._answer()
@@ -133,9 +174,31 @@ class ICAPProtocol(asyncio.Protocol):
             else:  # NEED_DATA, or PAUSED (never here: every complete message is answered at once)
                 return
 
+    def _begin(self, request: ICAPRequest) -> bool:
+        """Judge a request as soon as its heads are in; a pass to echo starts its answer at once."""
+        started = time.perf_counter()
+        try:
+            # No policy loaded yet is not an error here: the verdict is a policy-unavailable block.
+            verdict = self.app.evaluate(request, datetime.now(UTC))
+        except Exception:
+            log.exception("icap_internal_error", method=request.method, service=request.service)
+            self._fail(500)
+            return False
+        echo = request.method != "OPTIONS" and self.app.keeps_body(request, verdict)
+        streaming = echo and request.has_body and request.preview is None
+        self.txn = Transaction(request, verdict, started, keep_body=echo and not streaming, streaming=streaming)
+        if streaming:
+            assert self.transport is not None
+            self.transport.write(self.conn.send_head(responses.echo_head(responses.istag(verdict.version), request)))
+        return True
+
     def _answer(self) -> None:
         txn = self.txn
         assert txn is not None and self.transport is not None
+        if txn.streaming:
+            self.transport.write(self.conn.send_end())
+            self._logged(txn, 200)
+            return
         body = b"".join(txn.body) if txn.keep_body else None
         try:
             response = self.app.respond(txn.request, txn.verdict, self.conn.can_send_204, body, datetime.now(UTC))
@@ -147,24 +210,28 @@ class ICAPProtocol(asyncio.Protocol):
         # Routing errors close the connection: some clients (c-icap-client) wait for a body otherwise.
         data = self.conn.send_error(response) if txn.verdict.status else self.conn.send(response)
         self.transport.write(data)
+        self._logged(txn, response.status)
+
+    def _logged(self, txn: Transaction, status: int) -> None:
+        """The transaction is answered: its access-log line."""
         self.txn = None
         request = txn.request
         access_log.info(
             "icap",
             method=request.method,
             service=request.service,
-            status=response.status,
+            status=status,
             duration_ms=round((time.perf_counter() - txn.started) * 1000, 3),
             **txn.verdict.log_fields(),
         )
 
     def _fail(self, status: int, why: str | None = None) -> None:
-        """An error answer at any point, then close."""
+        """An error answer at any point, then close (only close, once a streamed answer has begun)."""
         if self.transport is None:
             return
         if why:
-            log.warning("icap_refused", status=status, error=why)
-        with contextlib.suppress(LocalProtocolError):  # it already answered and is closing: nothing to add
+            self.server.warnings.warning("icap_refused", status=status, error=why)
+        with contextlib.suppress(LocalProtocolError):  # it already answered, or began to: nothing to add
             self.transport.write(self.conn.send_error(responses.error(self.app.istag, status)))
         self._close()
 
@@ -172,29 +239,78 @@ class ICAPProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def sweep(self, now: float) -> None:
-        """Called about once a second: 408 for a stalled message, close an idle connection."""
+    def deadline(self) -> float | None:
+        """When the message in progress runs out of time (None between messages)."""
+        started = self.message_started
+        if started is None:
+            return None
         settings = self.server.settings
-        idle = now - self.last_activity
-        if self.conn.their_message_in_progress:
-            if idle > settings.request_timeout:
-                log.warning("icap_request_timeout", timeout_s=settings.request_timeout)
+        whole = started + max(settings.request_timeout, self.body_bytes / settings.min_body_rate)
+        if self.txn is None:  # still in its heads
+            return min(whole, started + settings.header_timeout)
+        return whole
+
+    def sweep(self, now: float) -> None:
+        """Called about once a second: 408 for a message past its deadline, close an idle connection."""
+        deadline = self.deadline()
+        if deadline is not None:
+            if now > deadline:
+                self.server.warnings.warning("icap_request_timeout", in_heads=self.txn is None)
                 self._fail(408)
-        elif self.txn is None and idle > settings.idle_timeout:
+        elif self.txn is None and now - self.last_activity > self.server.settings.idle_timeout:
             self._close()
+
+    def evict(self) -> None:
+        """Make room for a new connection: an idle one just closes, one stuck in a partial head gets 503."""
+        self.server.connections.discard(self)
+        self.server.warnings.warning("icap_evicted", in_message=self.message_started is not None)
+        if self.message_started is None:
+            self._close()
+        else:
+            self._fail(503)
 
 
 class ICAPServer:
+    """The listening socket and its connections: the connection limit, one deadline sweep, drain on stop.
+
+    At `max_connections` a new connection is admitted by closing another, so slow or idle clients cannot
+    lock fast ones out: the connection idle longest goes first, else the one longest in a partial head. Only
+    when every connection is in the middle of a request whose heads are in (its body arriving, its answer
+    being written) does the new one get 503.
+    """
+
     def __init__(self, app: Application) -> None:
         self.app = app
         self.settings = app.config.server
         self.connections: set[ICAPProtocol] = set()
+        self.warnings = RateLimitedWarnings(log, "icap_protocol_errors_suppressed", WARNINGS_PER_INTERVAL)
         self.stopping = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
 
+    def make_room(self) -> bool:
+        """Close one connection to admit a new one (see the class); False if none may be closed."""
+        idle: ICAPProtocol | None = None
+        slow: ICAPProtocol | None = None
+        slow_since = float("inf")
+        for connection in self.connections:
+            started = connection.message_started
+            if connection.txn is not None:
+                continue
+            if started is None:
+                if idle is None or connection.last_activity < idle.last_activity:
+                    idle = connection
+            elif started < slow_since:
+                slow, slow_since = connection, started
+        victim = idle or slow
+        if victim is None:
+            return False
+        victim.evict()
+        return True
+
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        raise_file_limit(self.settings.max_connections + FILE_LIMIT_MARGIN)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: ICAPProtocol(self), host, port, reuse_port=reuse_port or None, backlog=1024
@@ -203,7 +319,8 @@ class ICAPServer:
         self._flusher = asyncio.create_task(self._flush_logs_forever())
 
     async def _sweep_forever(self) -> None:
-        interval = min(1.0, self.settings.request_timeout / 4, self.settings.idle_timeout / 4)
+        settings = self.settings
+        interval = min(1.0, settings.header_timeout / 4, settings.request_timeout / 4, settings.idle_timeout / 4)
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -213,19 +330,40 @@ class ICAPServer:
     async def _flush_logs_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
+            self.warnings.tick()
             flush_logs()
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, let transactions in flight finish (up to `grace` seconds), close the rest."""
+    async def stop(self, grace: float = 10.0, quiet: float = STOP_QUIET) -> None:
+        """Stop accepting, answer every request received, close each connection after its answer (`grace` s).
+
+        Connections still waiting in the listen backlog are accepted first (closing the socket would reset
+        them). Each answer from now on carries `Connection: close`, so a client never sends again on a
+        connection about to close. One between messages is closed once nothing has come on it for `quiet`
+        seconds and nothing waits unread in its socket: a request sent as the stop began is answered, not
+        reset. A message still arriving at the deadline gets 503; a connection that cannot take it is aborted.
+        """
         self.stopping = True
         if self._server is not None:
-            self._server.close()
+            await accept_backlog(self._server, lambda: ICAPProtocol(self))
+        for connection in self.connections:
+            connection.conn.closing = True
+        started = time.monotonic()
+        while self.connections and time.monotonic() < started + grace:
+            now = time.monotonic()
+            for connection in list(self.connections):
+                if connection.busy or now - max(connection.last_activity, started) < quiet:
+                    continue
+                if connection.transport is not None and not unread_bytes(connection.transport):
+                    connection._close()
+            await asyncio.sleep(0.02)
         for connection in list(self.connections):
-            if not connection.busy:
+            if connection.busy:
+                connection._fail(503)
+            else:
                 connection._close()
-        deadline = time.monotonic() + grace
-        while self.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        closing = time.monotonic()
+        while self.connections and time.monotonic() < closing + 1.0:
+            await asyncio.sleep(0.02)
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()
@@ -236,20 +374,30 @@ class ICAPServer:
 
 
 async def serve(
-    app: Application, host: str, port: int, ready: asyncio.Event | None = None, reuse_port: bool = False
+    app: Application,
+    host: str,
+    port: int,
+    ready: asyncio.Event | None = None,
+    reuse_port: bool = False,
+    reload: Reload | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; each SIGHUP calls `reload` (`reload_on_hangup`)."""
     # The handlers go in before the port opens: from the first connection on, SIGTERM means drain.
     stop = asyncio.Event()
+    hangup = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hangup.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # held since start-up (serve.py): done now
     server = ICAPServer(app)
     await server.start(host, port, reuse_port)
     log.info("listening", address=f"{host}:{port}", policy_version=app.policy.version)
+    reloading = asyncio.create_task(reload_on_hangup(server, hangup, reload))
     if ready is not None:
         ready.set()
     await stop.wait()
+    reloading.cancel()
     log.info("shutting_down")
     await server.stop()
     log.info("stopped")

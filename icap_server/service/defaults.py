@@ -1,4 +1,9 @@
-"""The shipped category lists, loaded into an empty store the first time `serve` starts."""
+"""The shipped category lists, and the one initialisation that loads them into a store with no identity.
+
+`serve` initialises the store before its workers start; a worker that later finds the store's identity gone
+(Redis flushed, or replaced by an empty one) re-initialises it the same way (`PolicySync`), so the default
+lists come back without an admin and a restricted site is never passed because its list vanished.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,20 @@ from policy.categories import default_list
 from policy.store import PolicyStore
 
 
-async def load_default_lists(store: PolicyStore, config: Config) -> dict[str, int]:
-    """Load the shipped lists into an empty store, once (an admin who empties a list keeps it empty)."""
-    if not config.policy.load_default_lists or await store.defaults_loaded():
+def default_seed(config: Config) -> dict[str, tuple[str, ...]]:
+    """The lists an initialisation loads: the shipped list of each restricted category that has one."""
+    if not config.policy.load_default_lists:
         return {}
-    loaded: dict[str, int] = {}
-    if await store.is_empty():
-        for category in config.policy.restricted_categories:
-            try:
-                hosts = default_list(category)
-            except FileNotFoundError:
-                continue  # no shipped list for a category the admin invented
-            loaded[category] = await store.add_hosts(category, hosts)
-    await store.mark_defaults_loaded()
-    return loaded
+    seed: dict[str, tuple[str, ...]] = {}
+    for category in config.policy.restricted_categories:
+        try:
+            seed[category] = tuple(default_list(category))
+        except FileNotFoundError:
+            continue  # no shipped list for a category the admin invented
+    return seed
+
+
+async def load_default_lists(store: PolicyStore, config: Config, actor: str = "clearance serve") -> dict[str, int]:
+    """Initialise a store that has no identity yet (seeding the lists); {} if it had one, or seeded none."""
+    initialised = await store.initialise(default_seed(config), actor)
+    return initialised.seeded if initialised is not None else {}

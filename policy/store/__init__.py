@@ -14,6 +14,8 @@ from policy.store.changes import (
     ExemptionsChanged,
     HostsAdded,
     RulesChanged,
+    StoreInitialised,
+    StoreReset,
 )
 from policy.store.errors import RequestChanged, StoreError, StoreUnavailable
 from policy.store.facade import PolicyStore
@@ -35,5 +37,7 @@ __all__ = [
     "RequestChanged",
     "RulesChanged",
     "StoreError",
+    "StoreInitialised",
+    "StoreReset",
     "StoreUnavailable",
 ]

@@ -34,18 +34,30 @@ class ApprovalsPart(AuditPart):
         await self.save_approvals([(approval, before)], actor, action)
 
     async def save_approvals(
-        self, changes: Sequence[tuple[Approval, Approval | None]], actor: str, action: str
+        self,
+        changes: Sequence[tuple[Approval, Approval | None]],
+        actor: str,
+        action: str,
+        actions: Mapping[str, str] | None = None,
     ) -> None:
-        """Write many approvals (an import) in one transaction: all of them or none."""
+        """Write many approvals (an import) in one transaction: all of them or none.
+
+        `actions` gives some approvals (by id) an audit action other than `action` (an import's restores).
+        """
         if not changes:
             return
         await self._load_scripts()
         async with self.client.pipeline(transaction=True) as pipe:
-            self._queue_approvals(pipe, changes, actor, action)
+            self._queue_approvals(pipe, changes, actor, action, actions or {})
             await pipe.execute()
 
     def _queue_approvals(
-        self, pipe: Any, changes: Sequence[tuple[Approval, Approval | None]], actor: str, action: str
+        self,
+        pipe: Any,
+        changes: Sequence[tuple[Approval, Approval | None]],
+        actor: str,
+        action: str,
+        actions: Mapping[str, str] | None = None,
     ) -> None:
         """Queue approvals, their audit entries and the change announcement on a MULTI pipeline."""
         records: dict[Any, Any] = {approval.id: approval.to_json() for approval, _ in changes}
@@ -55,7 +67,8 @@ class ApprovalsPart(AuditPart):
         self._eval(pipe, "raise_seq", [self.key("approval", "seq")], [str(top)])
         quiet = len(changes) > QUIET_OVER
         for approval, before in changes:
-            self._audit(pipe, actor, action, approval.id, approval.department, before, approval, log=not quiet)
+            done = (actions or {}).get(approval.id, action)
+            self._audit(pipe, actor, done, approval.id, approval.department, before, approval, log=not quiet)
         if quiet:
             audit_log.info("audit", actor=actor, action=action, target=f"{len(changes)} approvals")
         change: Change = ApprovalsSaved(approvals=tuple(approval for approval, _ in changes))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from redis.exceptions import ResponseError
 
@@ -164,13 +163,3 @@ class CategoriesPart(AuditPart):
 
     async def category_sizes(self) -> dict[str, int]:
         return await self._sizes(await self.generations())
-
-    async def defaults_loaded(self) -> bool:
-        """Whether the shipped lists were loaded once already (an admin who empties a list keeps it empty)."""
-        return bool(await self.client.exists(self.key("meta", "defaults-loaded")))
-
-    async def mark_defaults_loaded(self) -> None:
-        await self.client.set(self.key("meta", "defaults-loaded"), datetime.now(UTC).isoformat())
-
-    async def is_empty(self) -> bool:
-        return not await self.client.exists(self.key("categories"))

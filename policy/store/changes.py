@@ -112,14 +112,36 @@ class RulesChanged:
     rules: tuple[Rule, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreInitialised:
+    """A store without an identity was given one (and the default lists): workers reload it.
+
+    After an emptied or replaced Redis the version starts again from 1, so this change is handled whatever
+    its version; the worker reloads, keeping its last-known-good policy if the new store holds no lists.
+    """
+
+    kind: ClassVar[str] = "store-initialised"
+    version: int = 0
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreReset:
+    """An admin's deliberate `clearance store reset`: workers adopt the new store, even with no lists in it."""
+
+    kind: ClassVar[str] = "store-reset"
+    version: int = 0
+    epoch: str
+
+
 Change = (
     HostsAdded | CategoriesSwitched | ApprovalsSaved | ApprovalsReloaded | DirectoryChanged | ExemptionsChanged
-    | RulesChanged
+    | RulesChanged | StoreInitialised | StoreReset
 )
 
 KINDS: tuple[type[Change], ...] = (
     HostsAdded, CategoriesSwitched, ApprovalsSaved, ApprovalsReloaded, DirectoryChanged, ExemptionsChanged,
-    RulesChanged,
+    RulesChanged, StoreInitialised, StoreReset,
 )
 
 FieldParser = tuple[bool, Callable[[Any], Any]]  # (is a tuple, the parser of the string or of one tuple item)

@@ -2,12 +2,15 @@
 
 It listens only on a unix socket under the data directory, persists with AOF, and outlives the command
 that started it, so `clearance serve` and the admin commands share one store. A lock file keeps two
-commands started together from starting two servers.
+commands started together from starting two servers. Only `serve` and `store init` create a store; any
+other command run where there is none gets an error (a second, empty store would be silently wrong).
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -41,9 +44,22 @@ def _alive(socket_path: Path) -> bool:
         client.close()
 
 
-def ensure_embedded_redis(directory: str | Path) -> str:
-    """Start (or reuse) the embedded Redis in `directory`; return its unix:// URL."""
+def store_exists(data_dir: Path) -> bool:
+    """Whether an embedded store lives in `data_dir`: its server answers, or its append-only file is there."""
+    return _alive(data_dir / "redis.sock") or any(data_dir.glob("appendonly.aof*"))
+
+
+def ensure_embedded_redis(directory: str | Path, create: bool = True) -> str:
+    """Start (or reuse) the embedded Redis in `directory`; return its unix:// URL.
+
+    `create=False` (the admin commands): EmbeddedRedisError, and nothing made, if no store lives there.
+    """
     data_dir = Path(directory).resolve()
+    if not create and not store_exists(data_dir):
+        raise EmbeddedRedisError(
+            f"no embedded store in {data_dir}: start `clearance serve` with this configuration first "
+            "(or run `clearance store init`), or set redis.url"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     socket_path = data_dir / "redis.sock"
     url = f"unix://{socket_path}"
@@ -96,3 +112,29 @@ def _tail(path: Path, lines: int = 3) -> str:
     except OSError:
         return "(no log)"
 
+
+
+def stop_embedded_redis(directory: str | Path, timeout: float = START_TIMEOUT) -> int | None:
+    """Stop the embedded redis-server of `directory` (it flushes its AOF first); its pid, or None if none ran."""
+    data_dir = Path(directory).resolve()
+    try:
+        pid = int((data_dir / "redis.pid").read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if b"redis-server" not in command:
+        return None  # a stale pid file, its number since reused by another process
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and _state(pid) not in ("Z", "X"):
+        if time.monotonic() > deadline:
+            raise EmbeddedRedisError(f"embedded redis-server {pid} did not stop in {timeout:.0f}s")
+        time.sleep(0.05)
+    return pid
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return "X"

@@ -15,7 +15,9 @@ Layout (all keys under the configurable prefix, default `clearance:`):
   `request:open` (hash): "user TAB category TAB host" -> the id of its one pending request;
   `request:token:{nonce}` (string, expires with the token): the request a block-page token already made
 - `portal:secret` (string): signs block-page tokens when the config gives no `portal.secret`
-- `meta:defaults-loaded` (string): when the shipped lists were first loaded
+- `meta:epoch` (string): the store's identity (`policy.state.StoreEpoch` JSON), written with the default lists
+  in the one transaction that initialises the store (`policy.store.identity`)
+- `meta:defaults-loaded` (string): stores from before `meta:epoch`: when the shipped lists were loaded
 - `policy:version` (counter): bumped on every change; the ICAP ISTag is derived from it
 - `changes` (pub/sub channel): `{version} {json}` for every change, published in the same transaction
   (the typed changes and their encoding: `policy.store.changes`)

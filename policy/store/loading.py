@@ -6,16 +6,20 @@ from policy.categories import NO_MATCH, CategoryMatch
 from policy.hosts import host_suffixes
 from policy.rules import RuleIndex
 from policy.state import ApprovalIndex, PolicyState
-from policy.store.categories import CategoriesPart
 from policy.store.directory import DirectoryPart
+from policy.store.identity import IdentityPart
 from policy.store.requests import RequestsPart
 from policy.store.rules import RulesPart
 
 
-class LoadingPart(CategoriesPart, RequestsPart, DirectoryPart, RulesPart):
+class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, RulesPart):
     async def load_state(self) -> PolicyState:
-        """Everything, for a serve process: version first, so later changes are re-applied, never missed."""
-        state = PolicyState(version=await self.version())
+        """Everything, for a serve process: version (and epoch) first, so later changes are re-applied, never missed.
+
+        The epoch says which store the policy came from (None: an uninitialised store, see `initialise`).
+        """
+        epoch, version = await self.identity()
+        state = PolicyState(version=version, epoch=epoch)
         for category, generation in (await self.generations()).items():
             async for batch in self.category_entries(category, generation):
                 state.categories.add(category, batch)

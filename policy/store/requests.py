@@ -28,12 +28,18 @@ class RequestsPart(ApprovalsPart):
         return in_id_order((AccessRequest.from_json(text) for text in await self._records("requests")), "Q")
 
     async def create_request(
-        self, build: Callable[[str], AccessRequest], open_key: str, nonce: str, nonce_ttl_s: int
-    ) -> tuple[AccessRequest, bool]:
+        self,
+        build: Callable[[str], AccessRequest],
+        open_key: str,
+        nonce: str,
+        nonce_ttl_s: int,
+        max_open_per_user: int = 0,
+    ) -> tuple[AccessRequest | None, bool]:
         """A new pending request (built by `build` from its id), unless one exists: (request, created).
 
         The request already made with this token (its nonce), or the pending one for the same user, category
-        and host, is returned instead, so a second submit never makes a second request.
+        and host, is returned instead, so a second submit never makes a second request. (None, False) when
+        the user already has `max_open_per_user` pending requests (0: no bound), checked in the same WATCH.
         """
         open_hash = self.key("request", "open")
         token_key = self.key("request", "token", nonce)
@@ -46,6 +52,12 @@ class RequestsPart(ApprovalsPart):
                     if existing:
                         await pipe.reset()
                         return await self.get_request(str(existing)), False
+                    user = open_key.partition("\t")[0] + "\t"
+                    if max_open_per_user and sum(
+                        str(key).startswith(user) for key in await pipe.hkeys(open_hash)
+                    ) >= max_open_per_user:
+                        await pipe.reset()
+                        return None, False
                     number = await self.client.incr(self.key("request", "seq"))
                     request = build(f"Q{number}")
                     pipe.multi()

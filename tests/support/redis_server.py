@@ -28,9 +28,12 @@ def redis_server_binary() -> str:
 
 
 @contextmanager
-def running_redis(workdir: Path) -> Iterator[str]:
-    """Start redis-server on a free port in workdir; yield its URL; stop it afterwards."""
-    port = free_port()
+def running_redis(workdir: Path, port: int | None = None, persist: bool = False) -> Iterator[str]:
+    """Start redis-server on a free port (or `port`) in workdir; yield its URL; stop it afterwards.
+
+    `persist`: an append-only file in workdir, so a server started again there has the same data.
+    """
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [
@@ -39,7 +42,7 @@ def running_redis(workdir: Path) -> Iterator[str]:
             "--bind", "127.0.0.1",
             "--dir", str(workdir),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if persist else "no",
             "--daemonize", "no",
             "--logfile", str(workdir / "redis.log"),
         ],
