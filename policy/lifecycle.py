@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from .approvals import Approval, OverduePolicy, Review, SubjectKind, justification_problem
+from .approvals import Approval, ApprovalStatus, OverduePolicy, Review, SubjectKind, justification_problem
 from .categories import parse_host_entry
 from .directory import Directory
 
@@ -30,6 +30,7 @@ class ApprovalRules:
     require_department_head: bool = True
     on_review_overdue: OverduePolicy = "suspend"
     min_justification_chars: int = 20
+    admins: frozenset[str] = frozenset()  # may revoke or suspend any approval (approvals.admins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,17 +164,76 @@ def _checked_scope(spec: GrantSpec, rules: ApprovalRules) -> str | None:
 
 def _check_validity(spec: GrantSpec, now: datetime, rules: ApprovalRules) -> None:
     """It ends after it starts and after now, and lasts no longer than approvals.max_validity_days."""
-    if spec.valid_until <= spec.valid_from:
-        raise LifecycleError("the approval must end after it starts")
-    if spec.valid_until <= now:
+    if spec.valid_until <= now and spec.valid_until > spec.valid_from:
         raise LifecycleError("the approval would already have ended")
+    _check_span(spec.valid_from, spec.valid_until, rules)
+
+
+def _check_span(valid_from: datetime, valid_until: datetime, rules: ApprovalRules) -> None:
+    if valid_until <= valid_from:
+        raise LifecycleError("the approval must end after it starts")
     longest = timedelta(days=rules.max_validity_days)
     # Less than a day's grace, for --until: its last day runs to local midnight, so a grant made in the
     # morning for the longest period ends 180 days and some hours later; --days 181 is still too long.
-    if spec.valid_until - spec.valid_from >= longest + timedelta(days=1):
+    if valid_until - valid_from >= longest + timedelta(days=1):
         raise LifecycleError(
-            f"validity of {(spec.valid_until - spec.valid_from).days} days exceeds the maximum of "
+            f"validity of {(valid_until - valid_from).days} days exceeds the maximum of "
             f"{rules.max_validity_days} (approvals.max_validity_days): grant less and renew on review"
+        )
+
+
+def check_imported_record(approval: Approval, now: datetime, directory: Directory, rules: ApprovalRules) -> None:
+    """A whole record from a file that is not this store's own export: LifecycleError unless grant would allow it.
+
+    `approvals import` restores sealed records of its own export as they are; any other record with an id
+    could otherwise smuggle in what `grant` refuses (a subject outside the directory, an approver without
+    authority, five years of validity). A record that can never pass traffic again (revoked, or ended) is
+    history and is kept as it is. Otherwise the same rules as build_approval, on the record's own dates,
+    plus: its department is the one the rules give, its next review is no later than a review would set,
+    and whoever kept it on review had the authority to.
+    """
+    if approval.status is ApprovalStatus.REVOKED or approval.revoked_at is not None or approval.valid_until <= now:
+        return
+    spec = GrantSpec(
+        subject_kind=approval.subject_kind,
+        subject=approval.subject,
+        category=approval.category,
+        host=approval.host,
+        approver=approval.approver,
+        justification=approval.justification,
+        created_by=approval.created_by,
+        valid_from=approval.valid_from,
+        valid_until=approval.valid_until,
+        department=approval.department or None,
+    )
+    if normalise_subject(spec.subject_kind, spec.subject) != approval.subject:
+        raise LifecycleError(f"subject {approval.subject!r} is not in canonical form")
+    if _checked_scope(spec, rules) != approval.host:
+        raise LifecycleError(f"host {approval.host!r} is not in canonical form")
+    if not approval.approver.strip():
+        raise LifecycleError("the approver must not be empty")
+    problem = justification_problem(approval.justification, rules.min_justification_chars)
+    if problem:
+        raise LifecycleError(problem)
+    _check_span(approval.valid_from, approval.valid_until, rules)
+    department = department_of(spec, directory, rules)
+    if department != approval.department:
+        raise LifecycleError(f"department {approval.department!r}: the rules give {department!r}")
+    check_authority(approval.approver, department, directory, rules, "approve")
+    _check_reviews(approval, directory, rules)
+
+
+def _check_reviews(approval: Approval, directory: Directory, rules: ApprovalRules) -> None:
+    """Each review by someone who may review, and the next review no later than the last one set it."""
+    last = approval.valid_from
+    for item in approval.reviews:
+        check_authority(item.by, approval.department, directory, rules, "review approvals")
+        last = max(last, item.at)
+    latest_due = last + timedelta(days=rules.review_interval_days, hours=1)
+    if approval.review_due > latest_due:
+        raise LifecycleError(
+            f"review_due {approval.review_due:%Y-%m-%d} is later than a review every "
+            f"{rules.review_interval_days} days allows (approvals.review_interval_days)"
         )
 
 
@@ -196,14 +256,35 @@ def review(
     return approval.reviewed(Review(by=by, at=now, decision=decision, note=note), next_due)
 
 
-def revoke(approval: Approval, by: str, reason: str | None, now: datetime) -> Approval:
-    """Revoking is never refused for authority: stopping access promptly matters more than who does it."""
+def check_stop_authority(approval: Approval, by: str, directory: Directory, rules: ApprovalRules, doing: str) -> None:
+    """Who may revoke or suspend: a head or delegate of its department, its approver, or an approvals admin.
+
+    The list is wide on purpose, since stopping access promptly matters, but `--by` is recorded as who stopped
+    it, so it must name someone with a say: any name at all would make the audit trail a fiction.
+    """
+    if by in rules.admins or by == approval.approver or directory.may_approve(by, approval.department):
+        return
+    heads, delegates = directory.approvers_of(approval.department)
+    who = ", ".join(sorted({approval.approver} | heads | delegates | rules.admins))
+    raise LifecycleError(
+        f"{by!r} may not {doing} {approval.id}: only its approver, a head or delegate of "
+        f"{approval.department or 'its department'}, or an admin in approvals.admins may ({who})"
+    )
+
+
+def revoke(
+    approval: Approval, by: str, reason: str | None, now: datetime, directory: Directory, rules: ApprovalRules
+) -> Approval:
     if approval.revoked_at is not None:
         raise LifecycleError(f"approval {approval.id} was already revoked by {approval.revoked_by}")
+    check_stop_authority(approval, by, directory, rules, "revoke")
     return approval.revoked(by, now, reason)
 
 
-def suspend(approval: Approval, by: str, reason: str | None, now: datetime) -> Approval:
+def suspend(
+    approval: Approval, by: str, reason: str | None, now: datetime, directory: Directory, rules: ApprovalRules
+) -> Approval:
     if approval.revoked_at is not None:
         raise LifecycleError(f"approval {approval.id} is revoked; it cannot be suspended")
+    check_stop_authority(approval, by, directory, rules, "suspend")
     return approval.suspended(by, now, reason)

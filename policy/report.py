@@ -230,7 +230,7 @@ def _approval_change(
     action: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, zone: tzinfo
 ) -> str:
     if before is None and after is not None:
-        verb = "granted" if action == "grant" else "created"
+        verb = {"grant": "granted", "restore": "restored"}.get(action, "created")
         scope = f"host {after['host']}" if after.get("host") else f"category {after.get('category')}"
         until = _last_day(after.get("valid_until"), zone)
         return f"{verb} {after.get('subject_kind')} {after.get('subject')} {scope} until {until}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import time
@@ -198,7 +199,17 @@ def build_varied_store(cli: CLI, tmp_path: Path) -> None:
     assert "0 new, 0 updated, 1 restored" in cli("approvals", "import", str(records)).stdout
 
 
-def test_export_import_export_round_trips_exactly(cli: CLI, sync_redis: redis.Redis, tmp_path: Path) -> None:
+def keyed(cli: CLI, config_file: Path) -> CLI:
+    """The test config with a `portal.secret`: the export key then outlives the store (a restore after FLUSHALL)."""
+    keyed_config = config_file.with_name("keyed.yaml")
+    keyed_config.write_text(config_file.read_text(encoding="utf-8") + "portal:\n  secret: s3cret-kept-in-config\n")
+    return functools.partial(cli, "--config", str(keyed_config))
+
+
+def test_export_import_export_round_trips_exactly(
+    cli: CLI, config_file: Path, sync_redis: redis.Redis, tmp_path: Path
+) -> None:
+    cli = keyed(cli, config_file)
     build_varied_store(cli, tmp_path)
     csv_text = cli("approvals", "export").stdout
     json_path = tmp_path / "all.json"
@@ -212,7 +223,7 @@ def test_export_import_export_round_trips_exactly(cli: CLI, sync_redis: redis.Re
     assert header == ["id", "subject_kind", "subject", "category", "host", "department", "approver", "justification",
                       "created_by", "created_at", "valid_from", "valid_until", "review_due", "ticket", "status",
                       "revoked_by", "revoked_at", "revoke_reason", "suspended_by", "suspended_at", "suspend_reason",
-                      "reviews"]  # fmt: skip
+                      "reviews", "seal"]  # fmt: skip
     assert [row[0] for row in rows] == ["A1", "A2", "A3", "A4", "A5", "A6", "A40"]
     assert [json.loads(line.rstrip(","))["id"] for line in json_text.splitlines()[1:-1]] == [row[0] for row in rows]
 
@@ -225,6 +236,7 @@ def test_export_import_export_round_trips_exactly(cli: CLI, sync_redis: redis.Re
         assert cli("approvals", "export").stdout == csv_text
         assert cli("approvals", "export", "--format", "json").stdout == json_text
         assert dict(sync_redis.hgetall("clearance:approvals")) == stored
+        assert [entry["action"] for entry in audit(sync_redis)] == ["restore"] * 7  # sealed: restored as they are
         # Imported ids are never handed out again.
         assert sync_redis.get("clearance:approval:seq") == "40"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from blockpages.render import LOGO_MAX_BYTES, Renderer, RequestForm
+from blockpages.render import LOGO_MAX_BYTES, UNCATEGORISED, Renderer, RequestForm
 from icap_server.config import Config, ConfigError, OrganisationConfig
 from icap_server.service.pages import BlockPageError, block_pages
 from tests.support.pages import (
@@ -46,7 +46,7 @@ def test_page_shows_the_facts(renderer: Renderer) -> None:
 
 @pytest.mark.parametrize("reason", sorted(PHRASES))
 def test_each_reason_has_its_own_message_in_both_languages(renderer: Renderer, reason: str) -> None:
-    category = None if reason == "policy-unavailable" else "webmail"
+    category = None if reason in UNCATEGORISED else "webmail"
     for language in ("en", "zh-HK"):
         text = text_of(renderer.render(facts(reason=reason, category=category), "html", language, None).body)
         assert "Access to this site is blocked" in text and "此網站已被封鎖" in text  # both headings, always

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -352,23 +353,29 @@ class Inbox:
         return "250 OK"
 
 
-def test_the_department_heads_and_delegates_get_an_email_with_the_details(start_portal: Any) -> None:
+@contextmanager
+def smtp_sink(inbox: Inbox) -> Iterator[str]:
+    """An SMTP server (aiosmtpd) collecting into `inbox`; yields the `smtp:` section that sends to it."""
     from aiosmtpd.controller import Controller
 
-    inbox = Inbox()
-    smtp_port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        smtp = f"smtp:\n  host: 127.0.0.1\n  port: {smtp_port}\n  sender: clearance@example.gov\n"
+        yield f"smtp:\n  host: 127.0.0.1\n  port: {port}\n  sender: clearance@example.gov\n"
+    finally:
+        controller.stop()
+
+
+def test_the_department_heads_and_delegates_get_an_email_with_the_details(start_portal: Any) -> None:
+    inbox = Inbox()
+    with smtp_sink(inbox) as smtp:
         portal: Portal = start_portal(sections=smtp)
         assert portal.submit(portal.token(), days="45").status == 303
         deadline = time.monotonic() + 10
         while not inbox.messages and time.monotonic() < deadline:
             time.sleep(0.05)
         ((recipients, message),) = inbox.messages
-    finally:
-        controller.stop()
     assert sorted(recipients) == ["dfin@example.gov", "hfin@example.gov"]  # not the requester
     assert message["From"] == "clearance@example.gov"
     assert "Q1" in message["Subject"] and "alice" in message["Subject"]

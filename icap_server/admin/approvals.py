@@ -20,13 +20,14 @@ from icap_server.admin.support import (
     UsageError,
     add_group,
     approval_rules,
+    check_department,
     checked_category,
     local_time,
     print_fields,
     print_table,
 )
 from icap_server.config import Config
-from policy.approvals import Approval, SubjectKind
+from policy.approvals import Approval, State, SubjectKind
 from policy.identity import normalise_username
 from policy.lifecycle import GrantSpec, LifecycleError, build_approval, review, revoke, suspend
 from policy.store import PolicyStore
@@ -41,7 +42,7 @@ def register(commands: Commands) -> None:
     listing = approvals.add_parser("list", help="list approvals")
     listing.add_argument("--user", help="approvals whose subject is this user")
     listing.add_argument("--department", help="approvals owned by this department")
-    listing.add_argument("--state", help="active, suspended, review-overdue, expired, revoked, pending")
+    listing.add_argument("--state", choices=[str(state) for state in State], help="the state now")
     listing.set_defaults(handler=approvals_list)
     revoke_parser = approvals.add_parser("revoke", help="revoke an approval now")
     revoke_parser.add_argument("id")
@@ -171,22 +172,23 @@ def _change(
     return handler
 
 
-def approvals_revoke(args: argparse.Namespace, config: Config) -> StoreAction:
-    by = normalise_username(args.by, config.identity)
+def _stop(stop: Callable[..., Approval], name: str) -> Callable[[argparse.Namespace, Config], StoreAction]:
+    """`revoke` or `suspend`: --by must be the approver, a head or delegate of its department, or an admin."""
 
-    async def change(approval: Approval, store: PolicyStore) -> Approval:
-        return revoke(approval, by, args.reason, datetime.now(UTC))
+    def handler(args: argparse.Namespace, config: Config) -> StoreAction:
+        by = normalise_username(args.by, config.identity)
+        rules = approval_rules(config)
 
-    return _change(change, "revoke")(args, config)
+        async def change(approval: Approval, store: PolicyStore) -> Approval:
+            return stop(approval, by, args.reason, datetime.now(UTC), await store.load_directory(), rules)
+
+        return _change(change, name)(args, config)
+
+    return handler
 
 
-def approvals_suspend(args: argparse.Namespace, config: Config) -> StoreAction:
-    by = normalise_username(args.by, config.identity)
-
-    async def change(approval: Approval, store: PolicyStore) -> Approval:
-        return suspend(approval, by, args.reason, datetime.now(UTC))
-
-    return _change(change, "suspend")(args, config)
+approvals_revoke = _stop(revoke, "revoke")
+approvals_suspend = _stop(suspend, "suspend")
 
 
 def approvals_review(args: argparse.Namespace, config: Config) -> StoreAction:
@@ -208,8 +210,10 @@ def approvals_list(args: argparse.Namespace, config: Config) -> StoreAction:
     async def action(store: PolicyStore) -> int:
         now = datetime.now(UTC)
         usage = await store.usage()
+        approvals = await store.all_approvals()
+        check_department(args.department, await store.load_directory(), (item.department for item in approvals))
         rows = [("ID", "SUBJECT", "SCOPE", "STATE", "VALID UNTIL", "REVIEW DUE", "APPROVER", "DEPARTMENT", "USES")]
-        for approval in await store.all_approvals():
+        for approval in approvals:
             if user and not (approval.subject_kind is SubjectKind.USER and approval.subject == user):
                 continue
             if args.department and approval.department != args.department:

@@ -2,14 +2,18 @@
 
 The file format and the checks of each row are in `policy.sources.approval_files` and `approval_rows`; this
 module reads and writes the files and the store. Every row is checked before anything is written (records
-for structure before any connection, new grants against the directory then), bad rows are reported as
+for structure before any connection; then new grants, and records that are not this store's own sealed
+export, against the directory and the grant rules; see `export_key`), bad rows are reported as
 `FILE:LINE: reason` (the first MAX_SHOWN of them) and nothing is written; otherwise all rows are written in
-one transaction, with one audit entry each (action `import`) and one change announcement.
+one transaction, with one audit entry each (`restore` for a sealed record, else `import`) and one change
+announcement.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import os
 import sys
 import tempfile
@@ -20,10 +24,11 @@ from zoneinfo import ZoneInfo
 
 from icap_server.admin.support import Commands, StoreAction, UsageError, approval_rules, reading
 from icap_server.config import Config
+from icap_server.portal.links import portal_secret
 from policy.approvals import Approval
 from policy.directory import IndexedDirectory
 from policy.sources.approval_files import RENDERERS, ApprovalFileError, RowProblem, import_format, read_rows
-from policy.sources.approval_rows import CheckedRows, GrantContext, build_grants, check_rows
+from policy.sources.approval_rows import CheckedRows, GrantContext, build_grants, check_records, check_rows
 from policy.store import PolicyStore
 
 MAX_SHOWN = 20
@@ -48,6 +53,17 @@ def register(approvals: Commands) -> None:
 
 
 # ---- import -------------------------------------------------------------------------------------
+
+
+async def export_key(config: Config, store: PolicyStore) -> bytes:
+    """The key exports are sealed with: derived from the portal's token secret, kept apart by its purpose.
+
+    That secret is `portal.secret` when configured (so a backup restores exactly into a rebuilt store
+    too), else the one kept in the store (`portal:secret`): an export then restores exactly only into the
+    store that wrote it, and into an emptied one its records are checked like grants.
+    """
+    secret = await portal_secret(config, store)
+    return hmac.new(secret.encode("utf-8"), b"clearance approvals export v1", hashlib.sha256).digest()
 
 
 def _read_text(name: str) -> str:
@@ -84,8 +100,10 @@ def approvals_import(args: argparse.Namespace, config: Config) -> StoreAction:
     async def action(store: PolicyStore) -> int:
         directory = IndexedDirectory((await store.load_directory()).people)
         grants, rule_problems = build_grants(checked.grants, context.now, directory, rules)
-        if checked.problems or rule_problems:
-            report_problems(name, checked.problems + rule_problems, len(rows))
+        key = await export_key(config, store) if checked.records else b""
+        sealed, record_problems = check_records(checked.records, key, context.now, directory, rules)
+        if checked.problems or rule_problems or record_problems:
+            report_problems(name, checked.problems + rule_problems + record_problems, len(rows))
         if not rows:
             print(f"{name}: no approvals to import")
             return 0
@@ -98,7 +116,8 @@ def approvals_import(args: argparse.Namespace, config: Config) -> StoreAction:
             print(f"{name}: all {len(rows)} rows are valid; would import {len(grants)} new, {plan.counts} (dry run)")
             return 0
         grants, new_ids = await _number(store, grants, checked)
-        await store.save_approvals([(approval, None) for approval in grants] + plan.changes, args.actor, "import")
+        changes = [(approval, None) for approval in grants] + plan.changes
+        await store.save_approvals(changes, args.actor, "import", dict.fromkeys(sealed, "restore"))
         print(f"{name}: imported {len(grants)} new{new_ids}, {plan.counts}")
         return 0
 
@@ -182,7 +201,7 @@ def approvals_export(args: argparse.Namespace, config: Config) -> StoreAction:
 
     async def action(store: PolicyStore) -> int:
         approvals = await store.all_approvals()
-        data = render(approvals).encode("utf-8")
+        data = render(approvals, await export_key(config, store)).encode("utf-8")
         if output is None:
             sys.stdout.flush()
             sys.stdout.buffer.write(data)

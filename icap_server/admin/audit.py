@@ -10,7 +10,7 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +19,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from icap_server.admin.support import Commands, StoreAction, UsageError, local_time, print_table
+from icap_server.admin.support import (
+    Commands,
+    StoreAction,
+    UsageError,
+    check_department,
+    local_time,
+    print_table,
+)
 from icap_server.config import Config
 from policy.report import (
     NO_DEPARTMENT,
@@ -98,6 +105,24 @@ def _write_csv(rows: Sequence[Sequence[Any]]) -> None:
 
 
 AUDIT_COLUMNS = ("time", "actor", "action", "target", "department", "change")
+# What the store writes (newer actions are known from the stream itself), so that a typo is not an empty list.
+AUDIT_ACTIONS = (
+    "grant", "import", "restore", "revoke", "suspend", "review-keep", "review-revoke",
+    "directory-load", "directory-merge", "categories-add", "categories-load", "categories-import",
+    "rule-add", "rule-remove", "exemption-add", "exemption-remove",
+    "request-submit", "request-approve", "request-deny", "store-initialise", "store-reset",
+)  # fmt: skip
+
+
+def check_action(given: str | None, seen: Iterable[str]) -> None:
+    """--action names an action, or a prefix before '-' of one (review, rule); UsageError otherwise."""
+    if given is None:
+        return
+    known = set(AUDIT_ACTIONS) | set(seen)
+    known.discard("")
+    if given in known or given in {name.split("-")[0] for name in known}:
+        return
+    raise UsageError(f"--action: unknown action {given!r}; actions: {', '.join(sorted(known))}")
 
 
 def audit_command(args: argparse.Namespace, config: Config) -> StoreAction:
@@ -113,7 +138,11 @@ def audit_command(args: argparse.Namespace, config: Config) -> StoreAction:
         return args.only_action is None or action == args.only_action or action.startswith(args.only_action + "-")
 
     async def action(store: PolicyStore) -> int:
-        entries = [entry for entry in await store.read_audit(since) if wanted(entry)]
+        every = await store.read_audit(since)
+        check_action(args.only_action, (entry.get("action", "") for entry in every))
+        departments = (entry.get("department", "") for entry in every)
+        check_department(args.department, await store.load_directory(), departments)
+        entries = [entry for entry in every if wanted(entry)]
         render_audit(entries, zone, args.format, _console() if args.format == "table" else None)
         return 0
 
@@ -184,8 +213,10 @@ def report_command(args: argparse.Namespace, config: Config) -> StoreAction:
     since = _since(args.since, zone) or default_since
 
     async def action(store: PolicyStore) -> int:
+        approvals = await store.all_approvals()
+        check_department(args.department, await store.load_directory(), (item.department for item in approvals))
         result = build_report(
-            await store.all_approvals(),
+            approvals,
             await store.usage(),
             now,
             since,

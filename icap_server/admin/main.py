@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn, cast
+from urllib.parse import urlsplit
 
 from icap_server import __version__
 from icap_server.admin import (
@@ -26,6 +29,7 @@ from icap_server.admin import (
     rules,
     serve,
 )
+from icap_server.admin import store as store_commands
 from icap_server.admin.support import Commands, Handler, StoreAction, UsageError, redis_url
 from icap_server.config import Config, ConfigError, load_config
 from icap_server.runtime.logs import configure_logging
@@ -34,6 +38,7 @@ from policy.store.embedded import EmbeddedRedisError
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
+EXIT_BROKEN_PIPE = 141
 
 
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
@@ -47,11 +52,21 @@ COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     rules.register,
     blockpages.register,
     explain.register,
+    store_commands.register,  # `store status/init/reset/stop`
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit code 2, like every other mistake (the subcommands too)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("clearance").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USAGE, f"clearance: {where}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="clearance",
         description="ICAP web-content filter: restricted categories pass only with a department head's approval.",
     )
@@ -63,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_actor(),
         help="who is making changes, for the audit trail (default: $CLEARANCE_ACTOR, login name)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every subparser is a OneLineParser too (argparse makes them of the parser's own class).
+    commands = cast(Commands, parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     for register in COMMAND_GROUPS:
         register(commands)
     return parser
@@ -71,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_actor() -> str:
     import getpass
-    import os
 
     try:
         return os.environ.get("CLEARANCE_ACTOR") or getpass.getuser()
@@ -84,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.redis)
+        warn_of_password(args.redis)
         return run(args, config)
     except (UsageError, ConfigError, EmbeddedRedisError, StoreError) as error:
         print(f"clearance: {error}", file=sys.stderr)
@@ -93,6 +109,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return stopped_reading()
+
+
+def warn_of_password(url: str | None) -> None:
+    """A password on the command line is visible to every user (`ps`): say so, and name the safe ways."""
+    if url and urlsplit(url).password:
+        print(
+            "clearance: warning: --redis carries a password, which every user of this machine can see (ps); "
+            "use $CLEARANCE_REDIS_URL or redis.url_file instead",
+            file=sys.stderr,
+        )
+
+
+def stopped_reading() -> int:
+    """`clearance audit | head`: the reader has what it wanted. Exit quietly, as a SIGPIPE would (128 + 13).
+
+    Standard output is pointed at /dev/null first, so the interpreter's last flush finds nothing to complain of.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

@@ -19,6 +19,7 @@ from icap_server.admin.support import (
     UsageError,
     add_group,
     approval_rules,
+    check_department,
     local_time,
     print_fields,
     print_table,
@@ -60,7 +61,9 @@ def requests_list(args: argparse.Namespace, config: Config) -> StoreAction:
         rows = [
             ("ID", "STATUS", "USER", "CATEGORY", "HOST", "DAYS", "DEPARTMENT", "SUBMITTED", "DECIDED BY", "APPROVAL")
         ]
-        for item in await store.all_requests():
+        requests = await store.all_requests()
+        check_department(args.department, await store.load_directory(), (item.department for item in requests))
+        for item in requests:
             if args.status and item.status != args.status:
                 continue
             if args.department and item.department != args.department:

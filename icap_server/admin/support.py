@@ -8,14 +8,19 @@ runs the StoreAction it returns against the store, or returns its exit code for 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import difflib
+import os
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TypeAlias
 from zoneinfo import ZoneInfo
 
 from icap_server.config import Config
 from policy.categories import validate_category
+from policy.directory import Directory
+from policy.identity import normalise_username
 from policy.lifecycle import ApprovalRules
 from policy.store import PolicyStore
 from policy.store.embedded import ensure_embedded_redis
@@ -35,9 +40,33 @@ def add_group(commands: Commands, name: str, help: str) -> Commands:
     return commands.add_parser(name, help=help).add_subparsers(dest="action", required=True, metavar="ACTION")
 
 
-def redis_url(config: Config) -> str:
-    """The configured Redis, else the embedded one (started, or reused, under redis.embedded_dir)."""
-    return config.redis.url or ensure_embedded_redis(config.redis.embedded_dir)
+def redis_url(config: Config, create: bool = False) -> str:
+    """The configured Redis, else the embedded one (started, or reused, in `embedded_directory`).
+
+    Only `serve` and `store init` pass `create`: any other command finding no store there says so (exit 2)
+    instead of silently starting a second, empty one.
+    """
+    return config.redis.url or ensure_embedded_redis(embedded_directory(config), create=create)
+
+
+def embedded_directory(config: Config) -> Path:
+    """Where the embedded store lives: redis.embedded_dir, a relative one taken from the config file's
+    directory (not the working directory, so every command run with that file finds the same store); with
+    no config file, from $XDG_DATA_HOME/clearance (~/.local/share/clearance), or /var/lib/clearance as root.
+    """
+    configured = Path(config.redis.embedded_dir).expanduser()
+    if configured.is_absolute():
+        return configured
+    source = Path(config.source)
+    if source.is_file():
+        return source.resolve().parent / configured
+    return _data_home() / configured
+
+
+def _data_home() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/clearance")
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "clearance"
 
 
 def approval_rules(config: Config) -> ApprovalRules:
@@ -50,7 +79,25 @@ def approval_rules(config: Config) -> ApprovalRules:
         require_department_head=approvals.require_department_head,
         on_review_overdue=approvals.on_review_overdue,
         min_justification_chars=approvals.min_justification_chars,
+        admins=frozenset(normalise_username(name, config.identity) for name in approvals.admins),
     )
+
+
+def check_department(given: str | None, directory: Directory, seen: Iterable[str]) -> None:
+    """A --department that neither the directory nor any record names is a typo: say so, rather than list nothing.
+
+    `-` (no department) and departments that only old records still carry are accepted.
+    """
+    if not given or given == "-":
+        return
+    known = set(seen) | {person.department for person in directory.people.values()}
+    known |= {name for person in directory.people.values() for name in person.heads | person.delegates}
+    known.discard("")
+    if given in known:
+        return
+    close = difflib.get_close_matches(given, known, 1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known)[:12]) or 'none'}"
+    raise UsageError(f"--department: no department {given!r} in the directory or the records; {hint}")
 
 
 def checked_category(name: str) -> str:

@@ -43,11 +43,12 @@ from starlette.routing import Route
 from blockpages.catalog import category_title
 from icap_server.config import Config
 from icap_server.portal import texts
+from icap_server.portal.digest import Digest
+from icap_server.portal.limits import RateLimit, cross_site, origin_of
 from icap_server.portal.links import base_url
-from icap_server.portal.mail import send_request_mail
-from icap_server.portal.security import SecurityHeaders, check_claim, read_form
+from icap_server.portal.security import SecurityHeaders, check_claim, peer, read_form
 from policy.directory import Directory
-from policy.requests import AccessRequest, RequestStatus, open_key, parse_days, submission_problem
+from policy.requests import AccessRequest, RequestStatus, client_address, open_key, parse_days, submission_problem
 from policy.store import PolicyStore, StoreError, StoreUnavailable
 from policy.tokens import RequestClaim
 
@@ -68,6 +69,12 @@ class Portal:
         self.zone = ZoneInfo(config.policy.timezone)
         self.restricted = frozenset(config.policy.restricted_categories)
         self.templates = texts.environment()
+        portal = config.portal
+        self.by_user = RateLimit(portal.max_submits_per_minute)
+        self.by_address = RateLimit(portal.max_submits_per_minute)
+        listening = {f"http://{portal.listen}"} if portal.listen else set()
+        self.origins = frozenset({origin_of(base_url(config))} | listening)
+        self.digest = Digest(config.smtp, self.zone, portal.digest_interval_minutes * 60.0)
         routes = [
             Route("/", self.index, methods=["GET"]),
             Route("/request", self.form, methods=["GET"]),
@@ -157,7 +164,23 @@ class Portal:
             return claim
         return self._form_page(claim, token, "", str(min(30, self.config.approvals.max_validity_days)), None)
 
+    def _bounded(self, request: HTTPRequest, claim: RequestClaim) -> Response | None:
+        """The refusal of a post from another site, or of one more from a user who sent too many just now."""
+        other = cross_site(request.headers, self.origins, claim.host)
+        if other is not None:
+            log.warning("request_refused", reason="cross-site", user=claim.user, origin=other)
+            return self.message("cross-site")
+        if not self.by_user.allow(claim.user):
+            log.warning("request_refused", reason="rate-limited", user=claim.user)
+            return self.message("too-many")
+        return None
+
     async def submit(self, request: HTTPRequest) -> Response:
+        forwarded = request.headers.getlist("x-forwarded-for")
+        address = client_address(peer(request), forwarded, self.config.portal.trusted_proxies)
+        if not self.by_address.allow(address or "-"):
+            log.warning("request_refused", reason="rate-limited", client_ip=address)
+            return self.message("too-many")
         form = await read_form(request)
         if isinstance(form, str):
             return self.message(form)
@@ -165,6 +188,9 @@ class Portal:
         claim = self._claim(request, token)
         if isinstance(claim, Response):
             return claim
+        refused = self._bounded(request, claim)
+        if refused is not None:
+            return refused
         justification = " ".join(form.get("justification", "").split())
         days_text = form.get("days", "").strip()
         days = parse_days(days_text)
@@ -185,6 +211,8 @@ class Portal:
             log.warning("request_refused", reason="no-approver", user=claim.user, department=department or None)
             return self.message("no-approver")
         stored, created = await self._record(claim, token, justification, days, department, approvers)
+        if stored is None:
+            return self.message("too-many-pending")
         background = None
         if created and self.config.smtp.host is not None:
             background = BackgroundTask(self._notify, stored, directory)
@@ -199,8 +227,11 @@ class Portal:
         days: int,
         department: str,
         approvers: tuple[str, ...],
-    ) -> tuple[AccessRequest, bool]:
-        """Store the request once per token and once while one is open for the same thing; (request, created)."""
+    ) -> tuple[AccessRequest | None, bool]:
+        """Store the request once per token and once while one is open for the same thing; (request, created).
+
+        (None, False) when the user already has portal.max_pending_per_user pending requests.
+        """
         now = datetime.now(UTC)
 
         def build(request_id: str) -> AccessRequest:
@@ -220,8 +251,15 @@ class Portal:
 
         nonce = claim.nonce or hashlib.sha256(token.encode()).hexdigest()
         stored, created = await self.store.create_request(
-            build, open_key(claim.user, claim.category, claim.host), nonce, int(claim.expires_at - now.timestamp()) + 1
+            build,
+            open_key(claim.user, claim.category, claim.host),
+            nonce,
+            int(claim.expires_at - now.timestamp()) + 1,
+            self.config.portal.max_pending_per_user,
         )
+        if stored is None:
+            log.warning("request_refused", reason="too-many-pending", user=claim.user, host=claim.host)
+            return None, False
         log.info(
             "request_submitted" if created else "request_already_open",
             request=stored.id,
@@ -234,7 +272,7 @@ class Portal:
         return stored, created
 
     async def _notify(self, item: AccessRequest, directory: Directory) -> None:
-        await send_request_mail(self.config.smtp, item, directory, self.zone)
+        await self.digest.add(item, directory)
 
     async def status(self, request: HTTPRequest) -> Response:
         request_id = str(request.path_params["request_id"])

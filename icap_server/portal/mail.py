@@ -1,9 +1,10 @@
-"""E-mail to department heads and delegates about a new access request (config `smtp:`).
+"""E-mail to department heads and delegates about new access requests (config `smtp:`).
 
 Sent with aiosmtplib on the portal's own event loop, after the requester already has their answer: a slow or
 absent mail relay never holds up the portal, and a failure is logged, not shown to the requester (the
 request is stored either way, and `clearance requests list` shows it). Its Chinese comes from the one catalog
-(blockpages/locale), like the block pages' and the portal's.
+(blockpages/locale), like the block pages' and the portal's. When mails go out, and how many requests one
+carries, is `icap_server.portal.digest`'s business: this module writes and sends them.
 """
 
 from __future__ import annotations
@@ -68,15 +69,9 @@ def _fact(label: str, value: object) -> str:
     return heading + " " * max(1, LABEL_COLUMNS - _columns(heading)) + str(value)
 
 
-def request_message(request: AccessRequest, sender: str, to: Sequence[str], zone: ZoneInfo) -> EmailMessage:
-    """The mail about one new request: English and Chinese, with the commands that decide it."""
+def _facts(request: AccessRequest, zone: ZoneInfo) -> list[str]:
+    """One request in a mail: its facts, labelled in both languages, its justification and how to decide it."""
     label = category_title(request.category, "en")
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = ", ".join(to)
-    message["Subject"] = f"Access request {request.id}: {request.user} – {label} ({request.host})"
-    message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     submitted = request.created_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
     values = (
         request.id,
@@ -88,34 +83,68 @@ def request_message(request: AccessRequest, sender: str, to: Sequence[str], zone
         request.client_ip or "-",
         submitted,
     )
-    lines = [
-        *bilingual(N_("%(user)s asks for access to a restricted service."), user=request.user),
-        "",
+    return [
         *(_fact(name, value) for name, value in zip(FACT_LABELS, values, strict=True)),
         "",
         _both(N_("Justification")) + ":",
         f"  {request.justification}",
         "",
-        _both(N_("You receive this as a head or delegate of the department. To decide")),
         f"  clearance requests approve {request.id} --by YOUR-NAME [--days N] [--note TEXT]",
         f"  clearance requests deny {request.id} --by YOUR-NAME --note REASON",
-        *bilingual(N_("Approval grants the whole category for the days shown; it is reviewed like every approval.")),
     ]
+
+
+def _envelope(subject: str, sender: str, to: Sequence[str], lines: list[str]) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     message.set_content("\n".join(lines) + "\n")
     return message
 
 
-async def send_request_mail(smtp: SmtpConfig, request: AccessRequest, directory: Directory, zone: ZoneInfo) -> bool:
-    """Tell the approvers; True if the relay accepted the message. Never raises: failures are logged."""
-    if smtp.host is None:
-        return False
-    to, missing = recipients(request, directory)
-    if missing:
-        log.warning("approvers_without_email", request=request.id, approvers=missing)
-    if not to:
-        log.warning("request_not_mailed", request=request.id, reason="no approver has an e-mail address")
-        return False
-    message = request_message(request, smtp.sender, to, zone)
+FOOTER = (
+    N_("You receive this as a head or delegate of the department. To decide"),
+    N_("Approval grants the whole category for the days shown; it is reviewed like every approval."),
+)
+
+
+def request_message(request: AccessRequest, sender: str, to: Sequence[str], zone: ZoneInfo) -> EmailMessage:
+    """The mail about one new request: English and Chinese, with the commands that decide it."""
+    label = category_title(request.category, "en")
+    facts = _facts(request, zone)
+    lines = [
+        *bilingual(N_("%(user)s asks for access to a restricted service."), user=request.user),
+        "",
+        *facts[:-2],
+        _both(FOOTER[0]),
+        *facts[-2:],
+        *bilingual(FOOTER[1]),
+    ]
+    subject = f"Access request {request.id}: {request.user} – {label} ({request.host})"
+    return _envelope(subject, sender, to, lines)
+
+
+def digest_message(
+    requests: Sequence[AccessRequest], sender: str, to: Sequence[str], zone: ZoneInfo
+) -> EmailMessage:
+    """One mail about several new requests (the digest of an interval); one request gets `request_message`."""
+    if len(requests) == 1:
+        return request_message(requests[0], sender, to, zone)
+    lines = [*bilingual(N_("%(count)s new access requests wait for your decision."), count=len(requests)), ""]
+    lines += [_both(FOOTER[0]), ""]
+    for request in requests:
+        lines += ["-" * 60, *_facts(request, zone), ""]
+    lines += bilingual(FOOTER[1])
+    ids = ", ".join(request.id for request in requests[:10]) + (" …" if len(requests) > 10 else "")
+    return _envelope(f"Access requests: {len(requests)} new ({ids})", sender, to, lines)
+
+
+async def send_mail(smtp: SmtpConfig, message: EmailMessage, requests: Sequence[str]) -> bool:
+    """Hand one message to the relay; True if it took it. Never raises: failures are logged."""
+    assert smtp.host is not None
     try:
         await aiosmtplib.send(
             message,
@@ -127,7 +156,7 @@ async def send_request_mail(smtp: SmtpConfig, request: AccessRequest, directory:
             timeout=smtp.timeout,
         )
     except (aiosmtplib.SMTPException, OSError) as error:
-        log.error("request_mail_failed", request=request.id, relay=f"{smtp.host}:{smtp.port}", error=str(error))
+        log.error("request_mail_failed", requests=list(requests), relay=f"{smtp.host}:{smtp.port}", error=str(error))
         return False
-    log.info("request_mailed", request=request.id, to=to)
+    log.info("request_mailed", requests=list(requests), to=message["To"])
     return True

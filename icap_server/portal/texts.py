@@ -79,6 +79,27 @@ MESSAGES: dict[str, tuple[int, str, str]] = {
         N_("The form is too large. Shorten the justification and send it again."),
     ),
     "method": (405, N_("Not allowed"), N_("Use the form on a block page.")),
+    "cross-site": (
+        403,
+        N_("Sent from another site"),
+        N_(
+            "The form was sent from a page that is neither a block page nor this portal, so it was not "
+            "accepted. Nothing was recorded. Request access from the block page itself."
+        ),
+    ),
+    "too-many": (
+        429,
+        N_("Too many requests just now"),
+        N_("Several requests came in a short time, so this one was not recorded. Wait a minute and send it again."),
+    ),
+    "too-many-pending": (
+        429,
+        N_("You have requests waiting already"),
+        N_(
+            "You already have as many requests waiting for a decision as one person may, so this one was not "
+            "recorded. Once your department head has decided one, you can ask again."
+        ),
+    ),
     "unavailable": (
         503,
         N_("Try again in a moment"),

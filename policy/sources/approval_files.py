@@ -8,8 +8,10 @@ An import file holds two kinds of rows, told apart by the `id` column:
   justification, the maximum validity, a restricted category. `valid_until` as a date is the last day
   (inclusive, to the end of that day in policy.timezone); `valid_from` as a date starts at the beginning of
   that day; an empty `valid_from` means now; times without an offset are in policy.timezone.
-- an EXISTING record (with id): the full record as `approvals export` writes it, reviews included. It is
-  restored as it is (checked for structure only), which is what makes export -> import -> export exact.
+- an EXISTING record (with id): the full record as `approvals export` writes it, reviews included. When its
+  `seal` verifies (an HMAC under the store's export key: this store's own export, unchanged) it is restored
+  exactly as it is, audited as `restore`, which is what makes export -> import -> export exact. Any other
+  record is checked like a grant (policy.lifecycle.check_imported_record), unless it can never pass traffic again.
 
 Every row is checked before anything is written; bad rows are reported as `FILE:LINE: reason` (all of them,
 the first few shown) and nothing is written. Otherwise all rows are written in one transaction, with
@@ -26,6 +28,8 @@ No I/O: the command (icap_server.admin.approvals_io) reads and writes the files.
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import json
 import re
@@ -38,7 +42,8 @@ import yaml
 
 from policy.approvals import Approval
 
-EXPORT_COLUMNS: tuple[str, ...] = tuple(item.name for item in fields(Approval))
+SEAL = "seal"  # the last export column: proof that this store's own export wrote the record (`seal_of`)
+EXPORT_COLUMNS: tuple[str, ...] = (*(item.name for item in fields(Approval)), SEAL)
 GRANT_COLUMNS = (
     "subject_kind",
     "subject",
@@ -215,19 +220,39 @@ def csv_cell(key: str, value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def render_csv(approvals: Iterable[Approval]) -> str:
+def seal_of(approval: Approval, key: bytes) -> str:
+    """HMAC-SHA256 of the record exactly as stored, under the store's export key (128 bits, hex).
+
+    An import restores a record as it is only when its seal verifies: it is then this store's own export,
+    unchanged. Anything else with an id is checked like a grant (policy.lifecycle.check_imported_record).
+    """
+    return hmac.new(key, approval.to_json().encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def is_sealed(values: Values, approval: Approval, key: bytes) -> bool:
+    given = values.get(SEAL)
+    return isinstance(given, str) and hmac.compare_digest(given.strip().encode(), seal_of(approval, key).encode())
+
+
+def _sealed_record(approval: Approval, key: bytes) -> dict[str, Any]:
+    record = approval.to_record()
+    record[SEAL] = seal_of(approval, key)
+    return record
+
+
+def render_csv(approvals: Iterable[Approval], key: bytes) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     for approval in approvals:
-        record = approval.to_record()
-        writer.writerow([csv_cell(key, record[key]) for key in EXPORT_COLUMNS])
+        record = _sealed_record(approval, key)
+        writer.writerow([csv_cell(column, record[column]) for column in EXPORT_COLUMNS])
     return out.getvalue()
 
 
-def render_json(approvals: Iterable[Approval]) -> str:
-    lines = [approval.to_json() for approval in approvals]
+def render_json(approvals: Iterable[Approval], key: bytes) -> str:
+    lines = [json.dumps(_sealed_record(approval, key), ensure_ascii=False, sort_keys=True) for approval in approvals]
     return "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n"
 
 
-RENDERERS: Mapping[str, Callable[[Iterable[Approval]], str]] = {"csv": render_csv, "json": render_json}
+RENDERERS: Mapping[str, Callable[[Iterable[Approval], bytes], str]] = {"csv": render_csv, "json": render_json}

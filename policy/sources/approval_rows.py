@@ -1,8 +1,10 @@
-"""Checking the rows of an approval file: exported records restored as they are, new grants as GrantSpecs.
+"""Checking the rows of an approval file: sealed exports restored as they are, the rest under the grant rules.
 
-A record (a row with an id) is checked for structure and types only, so export -> import -> export is exact.
-A new grant becomes the GrantSpec `approvals grant` would make; `build_grants` then applies the approval
-rules (policy.lifecycle.build_approval) to each, once. Pure: rows in, values and problems out.
+A record (a row with an id) is first checked for structure and types (`check_rows`); `check_records` then
+restores it exactly when its seal verifies (this store's own export, so export -> import -> export is
+exact), and otherwise applies the grant rules to it (policy.lifecycle.check_imported_record). A new grant
+becomes the GrantSpec `approvals grant` would make; `build_grants` applies the approval rules
+(policy.lifecycle.build_approval) to each, once. Pure: rows in, values and problems out.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from policy.approvals import Approval, ApprovalStatus, Review, SubjectKind
 from policy.categories import validate_category
 from policy.directory import Directory
 from policy.identity import IdentityRules, normalise_username
-from policy.lifecycle import ApprovalRules, GrantSpec, LifecycleError, build_approval
-from policy.sources.approval_files import ID_RE, RECORD_ONLY, Row, RowError, RowProblem, Values
+from policy.lifecycle import ApprovalRules, GrantSpec, LifecycleError, build_approval, check_imported_record
+from policy.sources.approval_files import ID_RE, RECORD_ONLY, Row, RowError, RowProblem, Values, is_sealed
 
 
 def _present(value: Any) -> bool:
@@ -249,7 +251,6 @@ def check_grant(values: Values, context: GrantContext) -> GrantSpec:
 
 
 
-
 @dataclass(slots=True)
 class CheckedRows:
     """The rows of a file sorted out: records to restore, grants to build, and what is wrong with the rest."""
@@ -292,3 +293,20 @@ def build_grants(
         except LifecycleError as error:
             problems.append(RowProblem(row, str(error)))
     return grants, problems
+
+
+def check_records(
+    records: Iterable[tuple[Row, Approval]], key: bytes, now: datetime, directory: Directory, rules: ApprovalRules
+) -> tuple[frozenset[str], list[RowProblem]]:
+    """(ids of the sealed records, problems): a record this store did not seal must pass the grant rules."""
+    sealed: set[str] = set()
+    problems: list[RowProblem] = []
+    for row, approval in records:
+        if is_sealed(row.values, approval, key):
+            sealed.add(approval.id)
+            continue
+        try:
+            check_imported_record(approval, now, directory, rules)
+        except LifecycleError as error:
+            problems.append(RowProblem(row, f"{approval.id} is checked like a grant (no seal of this store): {error}"))
+    return frozenset(sealed), problems

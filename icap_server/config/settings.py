@@ -22,11 +22,10 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from icap_server.config.secrets import ConfigError as ConfigError  # re-exported: defined there for both
+from icap_server.config.secrets import with_secrets
+
 DEFAULT_CONFIG_NAME = "config.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration problem, naming the file and key."""
 
 
 class _Invalid(ValueError):
@@ -109,8 +108,12 @@ class ServerConfig(_Section, frozen=True):
     listen: str = "127.0.0.1:1344"
     workers: Workers = 0
     max_header_bytes: Positive = 65536
+    max_header_fields: Positive = 100  # per header block: the ICAP head, each HTTP head, the trailers
+    max_preview_bytes: Positive = 65536  # largest announced Preview (a preview is held until the answer)
     idle_timeout: Seconds = 300.0
-    request_timeout: Seconds = 30.0
+    header_timeout: Seconds = 10.0  # from a message's first byte to the end of its heads
+    request_timeout: Seconds = 30.0  # from a message's first byte to its end (see min_body_rate)
+    min_body_rate: Positive = 8192  # bytes/s: a body sent at least this fast may take longer than request_timeout
     max_connections: Positive = 1000
     options_ttl: Positive = 300
     startup_timeout: Seconds = 60.0
@@ -121,6 +124,7 @@ class ServerConfig(_Section, frozen=True):
 
 class RedisConfig(_Section, frozen=True):
     url: RedisUrl | None = None
+    url_file: str | None = None  # a file holding the URL (and its password), read when no URL is given
     embedded_dir: str = "var"
     key_prefix: str = "clearance:"
 
@@ -154,6 +158,7 @@ class ApprovalsConfig(_Section, frozen=True):
     on_review_overdue: Literal["suspend", "warn"] = "suspend"
     min_justification_chars: int = 20
     usage_flush_interval: Seconds = 5.0
+    admins: tuple[str, ...] = ()  # may revoke or suspend any approval (besides its approver, heads, delegates)
 
 
 class ExemptionConfig(_Section, frozen=True):
@@ -173,6 +178,9 @@ class PortalConfig(_Section, frozen=True):
     token_ttl_minutes: AtLeastOne = 30
     secret: str | None = None  # signs request tokens; unset: generated once and kept in Redis
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    max_pending_per_user: AtLeastOne = 3  # a user's pending requests at once
+    max_submits_per_minute: AtLeastOne = 10  # form posts per user and per client address (in memory, per portal)
+    digest_interval_minutes: Annotated[float, _wrong("must be 0 (each mail at once) or more", ge=0)] = 15.0
 
     def __post_init__(self) -> None:
         if self.listen is not None:
@@ -190,10 +198,11 @@ class SmtpConfig(_Section, frozen=True):
     starttls: bool = False  # upgrade with STARTTLS (and verify the relay's certificate) before sending
     username: str | None = None  # log in (only after STARTTLS, unless the relay is on this host)
     password: str | None = None
+    password_file: str | None = None  # a file holding the password, instead of `password`
     timeout: Seconds = 30.0
 
     def __post_init__(self) -> None:
-        if (self.username is None) != (self.password is None):
+        if (self.username is None) != (self.password is None and self.password_file is None):
             raise _Invalid("give both or neither", "username", "password")
 
 
@@ -274,10 +283,8 @@ def load_config(path: str | os.PathLike[str] | None = None, redis_url: str | Non
         raise ConfigError(f"{source}: {error}") from None
     if chosen is not None:
         config = _relative_to(config, Path(chosen).parent)
-    url = redis_url or os.environ.get("CLEARANCE_REDIS_URL")
-    if url:
-        config = msgspec.structs.replace(config, redis=msgspec.structs.replace(config.redis, url=url))
-    return config
+    # The Redis URL from --redis, $CLEARANCE_REDIS_URL or redis.url_file; the SMTP password from its file.
+    return with_secrets(config, redis_url, Path(chosen).parent if chosen is not None else Path("."))
 
 
 def _read(path: Path, source: str) -> dict[str, Any]:

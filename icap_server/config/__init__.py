@@ -1,0 +1,70 @@
+"""Settings: `config.yaml` read into frozen, typed msgspec Structs — the one place defaults live.
+
+A leaf: nothing here imports anything of ours, so every room may read settings and settings depend on none.
+`settings` holds the Structs, their checks and `load_config`; `secrets` reads the secrets a config names in
+files of their own (`redis.url_file`, `smtp.password_file`) rather than holding them.
+"""
+
+from icap_server.config.secrets import ConfigError
+from icap_server.config.settings import (
+    ApprovalsConfig,
+    AtLeastOne,
+    BlockPagesConfig,
+    Category,
+    Colour,
+    Config,
+    Email,
+    ExemptionConfig,
+    HttpUrl,
+    IdentityConfig,
+    ImportConfig,
+    LoggingConfig,
+    OrganisationConfig,
+    PageUrl,
+    Phone,
+    PolicyConfig,
+    Port,
+    PortalConfig,
+    Positive,
+    RedisConfig,
+    RedisUrl,
+    Seconds,
+    Sender,
+    ServerConfig,
+    SmtpConfig,
+    Workers,
+    load_config,
+    parse_listen,
+)
+
+__all__ = [
+    "ApprovalsConfig",
+    "AtLeastOne",
+    "BlockPagesConfig",
+    "Category",
+    "Colour",
+    "Config",
+    "ConfigError",
+    "Email",
+    "ExemptionConfig",
+    "HttpUrl",
+    "IdentityConfig",
+    "ImportConfig",
+    "LoggingConfig",
+    "OrganisationConfig",
+    "PageUrl",
+    "Phone",
+    "PolicyConfig",
+    "Port",
+    "PortalConfig",
+    "Positive",
+    "RedisConfig",
+    "RedisUrl",
+    "Seconds",
+    "Sender",
+    "ServerConfig",
+    "SmtpConfig",
+    "Workers",
+    "load_config",
+    "parse_listen",
+]
