@@ -20,9 +20,9 @@ ALLOWED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "RESPMOD": (("req-hdr", "res-hdr"), ("res-body", "null-body")),
     "OPTIONS": ((), ("opt-body", "null-body")),
 }
-# Sections a method cannot do without: a REQMOD is about an HTTP request, so without its head there is
-# nothing to judge (passing it, or failing with a 500, would both be wrong).
-REQUIRED: dict[str, tuple[str, ...]] = {"REQMOD": ("req-hdr",)}
+# Sections a method cannot do without: a REQMOD is about an HTTP request and a RESPMOD about an HTTP response,
+# so without that head there is nothing to judge or echo (passing it, or failing with a 500, would both be wrong).
+REQUIRED: dict[str, tuple[str, ...]] = {"REQMOD": ("req-hdr",), "RESPMOD": ("res-hdr",)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,21 +6,10 @@ the proxy exactly as it arrived.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
+from ._abnf import FIELD_RE, FORBIDDEN_RE, TOKEN_RE
 from .errors import RemoteProtocolError
-
-# RFC 9110 token characters: what a header name (and an ICAP method) may be made of.
-TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # \Z, not $: "$" also matches before a final "\n"
-# CR, LF and NUL are never valid inside a field value or start line (RFC 9110 section 5.5): reject, never pass on.
-FORBIDDEN_RE = re.compile(rb"[\r\n\x00]")
-
-
-# One field at the start of a line. Anchored with ^ (MULTILINE), a match can only begin where a line does,
-# so when every CRLF-ended line matched and no bare LF exists, the block was valid; anything else goes line
-# by line for a precise error. Matching the whole block in C makes the common case fast.
-FIELD_RE = re.compile(r"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n\x00]*)\r\n", re.MULTILINE)
 
 # Fields per header block (ICAP head, each HTTP head, trailers): within the byte limit, tiny fields could
 # still be thousands of dict entries and list items for every request.
@@ -121,7 +110,8 @@ def parse_header_lines(lines: list[bytes], what: str) -> Headers:
             shown = line[:60].decode("latin-1")
             raise RemoteProtocolError(400, f"malformed {what} header line: {shown!r}")
         if FORBIDDEN_RE.search(value):
-            raise RemoteProtocolError(400, f"CR, LF or NUL in the value of {what} header {name[:60].decode('ascii')!r}")
+            shown = name[:60].decode("ascii")
+            raise RemoteProtocolError(400, f"control character in the value of {what} header {shown!r}")
         fields.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return Headers(fields)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from ._abnf import FORBIDDEN_RE, HTTP_VERSION_RE, TARGET_FORBIDDEN_RE, TOKEN_RE
 from .errors import RemoteProtocolError
-from .headers import FORBIDDEN_RE, MAX_HEADER_FIELDS, TOKEN_RE, Headers, parse_header_block, serialize_headers
-
-HTTP_VERSION_RE = re.compile(r"^HTTP/[0-9]\.[0-9]\Z")
+from .headers import MAX_HEADER_FIELDS, Headers, parse_header_block, serialize_headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +35,14 @@ def _split_head(raw: bytes, what: str) -> tuple[bytes, bytes]:
     line_end = body.find(b"\r\n")
     start_line, block = (body, b"") if line_end < 0 else (body[:line_end], body[line_end + 2 :])
     if FORBIDDEN_RE.search(start_line):
-        raise RemoteProtocolError(400, f"CR, LF or NUL inside the {what} start line {start_line[:80]!r}")
+        raise RemoteProtocolError(400, f"control character inside the {what} start line {start_line[:80]!r}")
     return start_line, block
 
 
 def parse_http_request_head(raw: bytes, max_fields: int = MAX_HEADER_FIELDS) -> HTTPRequestHead:
     start_line, block = _split_head(raw, "req-hdr")
     parts = start_line.split(b" ")
-    if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1]:
+    if len(parts) != 3 or not TOKEN_RE.match(parts[0]) or not parts[1] or TARGET_FORBIDDEN_RE.search(parts[1]):
         raise RemoteProtocolError(400, f"malformed encapsulated HTTP request line {start_line[:80]!r}")
     version = parts[2].decode("latin-1")
     if not HTTP_VERSION_RE.match(version):
