@@ -69,7 +69,12 @@ def test_malformed_request_gets_400_with_istag_and_close(icap_server: tuple[str,
 
 def test_unknown_service_404_and_method_405_then_close(icap_server: tuple[str, int]) -> None:
     nosuch = OPTIONS.replace(b"/reqmod", b"/nosuch")
-    respmod_on_reqmod = reqmod("http://a.example/").replace(b"REQMOD icap", b"RESPMOD icap")
+    req = b"GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n"
+    res = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    respmod_on_reqmod = (  # a well-formed RESPMOD (its res-hdr too), sent to the REQMOD service
+        b"RESPMOD icap://127.0.0.1/reqmod ICAP/1.0\r\nHost: 127.0.0.1\r\nAllow: 204\r\n"
+        b"Encapsulated: req-hdr=0, res-hdr=%d, null-body=%d\r\n\r\n%b%b" % (len(req), len(req + res), req, res)
+    )
     for message, status in ((nosuch, 404), (respmod_on_reqmod, 405)):
         with socket.create_connection(icap_server, timeout=5) as sock:
             sock.sendall(message)
