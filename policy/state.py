@@ -21,14 +21,18 @@ from .rules import RuleIndex
 class CategoryIndex:
     """List entry -> categories. Lookup walks the host's labels: cost independent of the number of entries.
 
-    Category sets are interned, so millions of entries share a handful of frozensets.
+    Category sets are interned, so millions of entries share a handful of frozensets. CIDR entries
+    (`149.154.160.0/20`) are entries too, and are also kept in `_ranges`, which only an IP literal host
+    consults: an exact address entry wins, then the longest prefix, one dict look-up per prefix length in use.
     """
 
-    __slots__ = ("_interned", "entries")
+    __slots__ = ("_interned", "_ranges", "entries")
 
     def __init__(self) -> None:
         self.entries: dict[str, frozenset[str]] = {}
         self._interned: dict[frozenset[str], frozenset[str]] = {}
+        # per address width (32, 128): [(shift, {address >> shift: entry})], longest prefix first
+        self._ranges: dict[int, list[tuple[int, dict[int, str]]]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -43,16 +47,30 @@ class CategoryIndex:
             current = entries.get(host)
             if current is None:
                 entries[host] = single
+                if "/" in host:
+                    self._add_range(host)
             elif category not in current:
                 entries[host] = self._intern(current | single)
+
+    def _add_range(self, entry: str) -> None:
+        """Index a canonical CIDR entry by its network bits, under its prefix length."""
+        network = ipaddress.ip_network(entry)
+        shift = network.max_prefixlen - network.prefixlen
+        tables = self._ranges.setdefault(network.max_prefixlen, [])
+        for table_shift, table in tables:
+            if table_shift == shift:
+                table[int(network.network_address) >> shift] = entry
+                return
+        tables.append((shift, {int(network.network_address) >> shift: entry}))
+        tables.sort(key=lambda item: item[0])  # smallest shift = longest prefix first
 
     def match(self, host: str) -> CategoryMatch:
         entries = self.entries
         found = entries.get(host)
         if found is not None:
             return CategoryMatch(host, found)
-        if ":" in host or host[-1:].isdigit():  # IP literals match exactly; no TLD is all digits
-            return NO_MATCH
+        if ":" in host or host[-1:].isdigit():  # IP literals match exactly or by range; no TLD is all digits
+            return self._match_range(host) if self._ranges else NO_MATCH
         position = host.find(".")
         while position >= 0:
             suffix = host[position + 1 :]
@@ -60,6 +78,19 @@ class CategoryIndex:
             if found is not None:
                 return CategoryMatch(suffix, found)
             position = host.find(".", position + 1)
+        return NO_MATCH
+
+    def _match_range(self, host: str) -> CategoryMatch:
+        """The most specific range holding this canonical IP address (a name ending in a digit holds none)."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return NO_MATCH
+        value = int(address)
+        for shift, table in self._ranges.get(address.max_prefixlen, ()):
+            entry = table.get(value >> shift)
+            if entry is not None:
+                return CategoryMatch(entry, self.entries[entry])
         return NO_MATCH
 
     def category_sizes(self) -> dict[str, int]:

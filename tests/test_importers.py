@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from policy.categories import parse_host_entry
+from policy.categories import parse_list_entry
 from policy.sources import lines as importers
 from policy.sources.formats import detect_format, open_source
 from policy.sources.lines import NOT_A_HOST, PATH_ENTRY, SourceError, normalise_entry, parse_line
@@ -39,11 +39,11 @@ def hosts_of(report: ScanReport, target: str, size: int = 3) -> list[str]:
         "10.0.0.7", "1.2.3", "1.2.3.4.5", "0x7f.0.0.1", "::1", "[2001:db8::1]", "2001:DB8::1", "xn--bcher-kva.de",
         "bücher.de", "a_b.example", "-a.example", "a-.example", "a..b", "a.-b", "host:8080", "a/b", "a b", "*",
         "x" * 63 + ".example", "x" * 64 + ".example", ".".join(["abcdefghi"] * 26), ".".join(["abcdefghi"] * 25),
-        "example.123", "123", "a.b-c.d_e", "",
+        "example.123", "123", "a.b-c.d_e", "", "10.0.0.0/8", "10.1.2.3/8", "2001:db8::/32", "10.0.0.0/33",
     ],
 )
-def test_normalise_entry_is_parse_host_entry(text: str) -> None:
-    assert normalise_entry(text) == parse_host_entry(text)
+def test_normalise_entry_is_parse_list_entry(text: str) -> None:
+    assert normalise_entry(text) == parse_list_entry(text)
 
 
 def test_normalise_entry_agrees_on_random_text() -> None:
@@ -51,11 +51,11 @@ def test_normalise_entry_agrees_on_random_text() -> None:
     alphabet = "abcz019-_.:*/ AZé"
     for _ in range(20000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
-        assert normalise_entry(text) == parse_host_entry(text), text
+        assert normalise_entry(text) == parse_list_entry(text), text
     for _ in range(5000):  # host-like: label and name lengths around their limits
         labels = ["".join(rng.choice("ab1-_") for _ in range(rng.choice([1, 2, 62, 63, 64]))) for _ in range(4)]
         text = ".".join(labels[: rng.randint(1, 4)]) * rng.choice([1, 1, 2, 3])
-        assert normalise_entry(text) == parse_host_entry(text), text
+        assert normalise_entry(text) == parse_list_entry(text), text
 
 
 def test_parse_line() -> None:

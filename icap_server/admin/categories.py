@@ -11,7 +11,7 @@ from pathlib import Path
 from icap_server.admin import imports
 from icap_server.admin.support import Commands, StoreAction, UsageError, add_group, checked_category, reading
 from icap_server.config import Config
-from policy.categories import ListError, parse_host_entry, parse_host_list
+from policy.categories import ListError, entry_problem, parse_host_list, parse_list_entry
 from policy.hosts import request_host
 from policy.store import PolicyStore
 
@@ -39,9 +39,9 @@ def categories_add(args: argparse.Namespace, config: Config) -> StoreAction:
     category = checked_category(args.category)
     hosts = []
     for text in args.hosts:
-        host = parse_host_entry(text)
+        host = parse_list_entry(text)
         if host is None:
-            raise UsageError(f"{text!r} is not a host name or IP address")
+            raise UsageError(f"{text!r} is {entry_problem(text)}")
         hosts.append(host)
     return lambda store: report_added(store, category, hosts, args.actor, "categories-add")
 

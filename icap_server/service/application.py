@@ -56,6 +56,7 @@ class Verdict:
             "client_ip": self.identity.client_ip,
             "host": self.host,
             "category": decision.category if decision else None,
+            "matched_entry": decision.matched_entry if decision else None,
             "approval_id": decision.approval_id if decision else None,
             "exemption_id": decision.exemption_id if decision else None,
             "rule_id": decision.rule_id if decision else None,

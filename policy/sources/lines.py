@@ -1,7 +1,7 @@
 """Lines of a list file: reading them (UTF-8, in blocks for speed) and turning one into a host entry.
 
-Entries are normalised exactly as `parse_host_entry` does (`.host` and `*.host` mean the host and below;
-IP literals are entries too), with a fast path for text that is already canonical.
+Entries are normalised exactly as `parse_list_entry` does (`.host` and `*.host` mean the host and below;
+IP literals and CIDR ranges are entries too), with a fast path for text that is already canonical.
 """
 
 from __future__ import annotations
@@ -11,17 +11,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from policy.categories import parse_host_entry
+from policy.categories import NOT_A_HOST as NOT_A_HOST  # re-exported: the importers' reasons live here
+from policy.categories import NOT_A_RANGE, entry_problem, parse_list_entry
 
-NOT_A_HOST = "not a host name or IP address"
 PATH_ENTRY = "a path entry (use rules for paths)"
 # How a count of skipped lines is labelled, per reason.
-SKIP_LABELS = {NOT_A_HOST: "not host names or IP addresses", PATH_ENTRY: "path entries (use rules for paths)"}
+SKIP_LABELS = {
+    NOT_A_HOST: "not host names or IP addresses",
+    NOT_A_RANGE: "not CIDR ranges",
+    PATH_ENTRY: "path entries (use rules for paths)",
+}
 
 # A host that normalise_host would return unchanged: lower-case ASCII labels, and a last label that is not
 # all digits (so it cannot be an IPv4 address; no ':' so not IPv6). Such text needs no further work, which
-# makes the common case about six times faster than the general path; everything else goes through
-# parse_host_entry. tests/test_importers.py checks the two agree.
+# makes the common case about six times faster than the general path; everything else (CIDR ranges
+# included: "/" is not in a label) goes through parse_list_entry. tests/test_importers.py checks the two agree.
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOST = rf"(?:{_LABEL}\.)*(?=[a-z0-9_-]*[a-z_-]){_LABEL}"
 PLAIN_HOST = re.compile(_HOST)
@@ -49,11 +53,11 @@ class SkippedLine:
 
 
 def normalise_entry(text: str) -> str | None:
-    """`parse_host_entry`, with a fast path for text that is already canonical."""
+    """`parse_list_entry`, with a fast path for text that is already canonical."""
     bare = text[2:] if text.startswith("*.") else text[1:] if text.startswith(".") else text
     if len(bare) <= 253 and PLAIN_HOST.fullmatch(bare):
         return bare
-    return parse_host_entry(text)
+    return parse_list_entry(text)
 
 
 def parse_line(raw: str, urls: bool = False) -> tuple[str | None, str | None]:
@@ -71,7 +75,7 @@ def parse_line(raw: str, urls: bool = False) -> tuple[str | None, str | None]:
             return None, PATH_ENTRY
         text = host_text
     host = normalise_entry(text)
-    return (host, None) if host is not None else (None, NOT_A_HOST)
+    return (host, None) if host is not None else (None, entry_problem(text))
 
 
 def _url_host(text: str) -> str | None:

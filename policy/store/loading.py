@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from policy.categories import NO_MATCH, CategoryMatch
-from policy.hosts import host_suffixes
+from policy.categories import NO_MATCH, CategoryMatch, lookup_keys
 from policy.rules import RuleIndex
 from policy.state import ApprovalIndex, PolicyState
 from policy.store.directory import DirectoryPart
@@ -27,8 +26,12 @@ class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, RulesPart):
         return state
 
     async def state_for(self, host: str | None) -> PolicyState:
-        """What one request needs without loading every list (its host's entries, and all the rest): the CLI."""
-        suffixes = host_suffixes(host) if host else []
+        """What one request needs without loading every list (its host's entries, and all the rest): the CLI.
+
+        The entries asked for are the host's name suffixes, or for an IP its address and every range that could
+        hold it (33 or 129 members), so a CIDR entry is found without scanning a list.
+        """
+        suffixes = lookup_keys(host) if host else []
         generations = await self.generations()
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.get(self.key("policy", "version"))
