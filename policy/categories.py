@@ -19,6 +19,10 @@ NOT_A_RANGE = "not a CIDR range (ADDRESS/PREFIX-LENGTH, IPv4 or IPv6)"
 _IPV4_IN_IPV6 = (ipaddress.IPv6Network("::ffff:0:0/96"), ipaddress.IPv6Network("64:ff9b::/96"))
 
 CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would let a final newline through
+# The pseudo-category of protected hosts (never blocked by a list). No real category can be named so
+# (`validate_category` refuses "@"), so it shares the index and the label walk at no extra cost.
+PROTECTED = "@protected"
+PROTECTED_FILE = "protected"  # policy/data/protected.txt
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,50 @@ def parse_host_entry(text: str) -> str | None:
 
 
 def default_list(category: str) -> list[str]:
-    """A list shipped with Clearance (policy/data/CATEGORY.txt)."""
-    text = resources.files("policy").joinpath("data", f"{category}.txt").read_text(encoding="utf-8")
+    """A list shipped with Clearance (policy/data/CATEGORY.txt).
+
+    `protected.txt` is there too but is no category's list: a category named `protected` has no shipped list,
+    or naming it restricted would seed the never-block list as a blocked one.
+    """
+    if category == PROTECTED_FILE:
+        raise FileNotFoundError(f"{PROTECTED_FILE}.txt is the protected-host list, not a category's")
+    return _shipped(category)
+
+
+def _shipped(name: str) -> list[str]:
+    text = resources.files("policy").joinpath("data", f"{name}.txt").read_text(encoding="utf-8")
     return parse_host_list(text.splitlines())
+
+
+def protected_entries(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The protected hosts: the shipped `policy/data/protected.txt` and the config's additions, canonical.
+
+    Raises ValueError naming an addition that is not a host name (a range cannot be protected: an IP
+    destination is never an organisation's service by name).
+    """
+    entries = dict.fromkeys(_shipped(PROTECTED_FILE))
+    for text in extra:
+        host = parse_host_entry(text.strip())
+        if host is None or is_ip_literal(host):
+            raise ValueError(f"protected host {text!r} is not a host name")
+        entries[host] = None
+    return tuple(entries)
+
+
+def protecting_entry(entry: str, protected: frozenset[str]) -> str | None:
+    """The protected entry that a list entry equals or falls under, or None: an import leaves such entries out.
+
+    An entry above a protected one (`microsoft.com` over `teams.microsoft.com`) is kept: the protected entry
+    is more specific, so it wins the label walk.
+    """
+    if entry in protected:
+        return entry
+    if "/" in entry or is_ip_literal(entry):
+        return None
+    position = entry.find(".")  # the label walk of `CategoryIndex.match`: no list built per entry
+    while position >= 0:
+        suffix = entry[position + 1 :]
+        if suffix in protected:
+            return suffix
+        position = entry.find(".", position + 1)
+    return None

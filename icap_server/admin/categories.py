@@ -11,8 +11,18 @@ from pathlib import Path
 from icap_server.admin import imports
 from icap_server.admin.support import Commands, StoreAction, UsageError, add_group, checked_category, reading
 from icap_server.config import Config
-from policy.categories import ListError, entry_problem, parse_host_list, parse_list_entry
+from icap_server.service.sync import protected
+from policy.categories import (
+    PROTECTED,
+    CategoryMatch,
+    ListError,
+    entry_problem,
+    parse_host_list,
+    parse_list_entry,
+    protecting_entry,
+)
 from policy.hosts import request_host
+from policy.state import CategoryIndex
 from policy.store import PolicyStore
 
 
@@ -43,6 +53,7 @@ def categories_add(args: argparse.Namespace, config: Config) -> StoreAction:
         if host is None:
             raise UsageError(f"{text!r} is {entry_problem(text)}")
         hosts.append(host)
+    refuse_protected(hosts, config, "")
     return lambda store: report_added(store, category, hosts, args.actor, "categories-add")
 
 
@@ -53,7 +64,24 @@ def categories_load(args: argparse.Namespace, config: Config) -> StoreAction:
             hosts = parse_host_list(handle)
     except ListError as error:
         raise UsageError(f"{args.file}: {error}") from None
+    refuse_protected(hosts, config, f"{args.file}: ")
     return lambda store: report_added(store, category, hosts, args.actor, "categories-load")
+
+
+def refuse_protected(hosts: list[str], config: Config, where: str) -> None:
+    """A protected host in a list would never block (the protected entry wins), so saying nothing would mislead.
+
+    Refused, naming the first one: a path or a sub-host of a protected service is restricted with a URL rule.
+    """
+    shield = frozenset(protected(config))
+    for host in hosts:
+        by = protecting_entry(host, shield)
+        if by is not None:
+            under = "" if by == host else f" (under {by})"
+            raise UsageError(
+                f"{where}{host}: a protected host{under}, never blocked by a list; nothing added "
+                "(restrict a path or sub-host with `clearance rules category`)"
+            )
 
 
 async def report_added(store: PolicyStore, category: str, hosts: list[str], actor: str, action: str) -> int:
@@ -68,15 +96,29 @@ def categories_lookup(args: argparse.Namespace, config: Config) -> StoreAction:
     if host is None:
         raise UsageError(f"cannot find a host in {args.url!r}")
 
+    shield = protected(config)
+
     async def action(store: PolicyStore) -> int:
-        match = await store.lookup_categories(host)
-        if match.entry is None:
+        match = protected_match(await store.lookup_categories(host), host, shield)
+        if PROTECTED in match.categories:
+            print(f"{host}: protected, never blocked by a list (protected entry {match.entry})")
+        elif match.entry is None:
             print(f"{host}: no category")
         else:
             print(f"{host}: {', '.join(sorted(match.categories))} (list entry {match.entry})")
         return 0
 
     return action
+
+
+def protected_match(stored: CategoryMatch, host: str, shield: tuple[str, ...]) -> CategoryMatch:
+    """The store's match and the protected hosts in one index, so the most specific wins as in `serve`."""
+    index = CategoryIndex()
+    index.add(PROTECTED, shield)
+    if stored.entry is not None:
+        for category in stored.categories:
+            index.add(category, (stored.entry,))
+    return index.match(host)
 
 
 def categories_stats(args: argparse.Namespace, config: Config) -> StoreAction:

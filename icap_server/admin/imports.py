@@ -21,6 +21,7 @@ from rich.text import Text
 
 from icap_server.admin.support import StoreAction, UsageError, print_table
 from icap_server.config import Config
+from icap_server.service.sync import protected
 from policy.categories import validate_category
 from policy.sources.formats import FORMATS, Source, open_source
 from policy.sources.lines import SKIP_LABELS, SourceError
@@ -71,7 +72,8 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
     started = time.perf_counter()
     try:
         with ProgressDisplay(show) as display:
-            report = scan(source, cmap, display.task(f"Reading {path.name or path}", None, "lines"))
+            reading = display.task(f"Reading {path.name or path}", None, "lines")
+            report = scan(source, cmap, reading, protected=frozenset(protected(config)))
     except SourceError as error:
         raise UsageError(str(error)) from None
     parsed = time.perf_counter() - started
@@ -133,8 +135,19 @@ def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}" if seconds > 0 else "-"
 
 
+SOURCE_NAMES = {"ut1": "UT1", "csv": "CSV", "list": "list"}
+
+
 def print_left_out(report: ScanReport) -> None:
     tally = report.tally
+    name = SOURCE_NAMES.get(report.source.format, report.source.format)
+    for conflict in tally.conflicts:
+        print(conflict.describe(name))
+    more = tally.protected - len(tally.conflicts)
+    if more:
+        print(f"… and {plural(more, 'more protected entry', 'more protected entries')}")
+    if tally.protected:
+        print(f"left out (protected hosts): {plural(tally.protected, 'entry', 'entries')}")
     if tally.not_imported:
         listed = ", ".join(f"{name} ({count:,})" for name, count in sorted(tally.not_imported.items()))
         print(f"not imported (no mapping): {listed}")

@@ -48,6 +48,7 @@ Category = Annotated[
     str,
     _wrong("invalid category name: use lower-case letters, digits, '-' or '_' (at most 63)", pattern=CATEGORY_PATTERN),
 ]
+HostName = Annotated[str, _wrong("expected a host name", pattern=r"\A(?![\d.]*\Z)(\*\.|\.)?([\w-]+\.)*[\w-]+\.?\Z")]
 AtLeastOne = Annotated[int, _wrong("must be at least 1", ge=1)]
 Positive = Annotated[int, _wrong("must be greater than 0", gt=0)]
 Seconds = Annotated[float, _wrong("must be greater than 0 seconds", gt=0)]
@@ -143,6 +144,7 @@ class PolicyConfig(_Section, frozen=True):
     load_default_lists: bool = True
     timezone: str = "Asia/Hong_Kong"
     forbidden_categories: tuple[Category, ...] = ()  # blocked for everyone: no approval or exemption opens them
+    protected_hosts: tuple[HostName, ...] = ()  # never blocked by a list, beside policy/data/protected.txt
 
     def __post_init__(self) -> None:
         try:

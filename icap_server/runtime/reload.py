@@ -22,7 +22,7 @@ from icap_server.runtime.companion import Companion, InlineCompanion
 from icap_server.service.application import Application
 from icap_server.service.exemptions import static_exemptions
 from icap_server.service.pages import check_templates
-from icap_server.service.sync import PolicySync
+from icap_server.service.sync import PolicySync, protected
 from policy.store import PolicyStore, StoreUnavailable
 
 log = structlog.get_logger("clearance")
@@ -102,6 +102,7 @@ class WorkerReload:
         fresh.usage = app.usage  # one recorder, flushed by the task the worker started with the first
         fresh.portal = app.portal  # the link stays valid; the fresh one (new public_url, TTL) follows
         self.sync.static_exemptions = static_exemptions(config)
+        self.sync.static_protected = protected(config)
         if self.companion is not None:
             self.companion.reconfigure(config)
             self._linking = asyncio.create_task(self.companion.attach(fresh, self.store))

@@ -26,7 +26,7 @@ from icap_server.runtime.server import serve
 from icap_server.service.application import Application
 from icap_server.service.defaults import default_seed, load_default_lists
 from icap_server.service.exemptions import static_exemptions
-from icap_server.service.sync import PolicySync
+from icap_server.service.sync import PolicySync, protected
 from policy.store import PolicyStore, StoreUnavailable
 
 log = structlog.get_logger("clearance")
@@ -125,7 +125,8 @@ async def _worker_main(
     inline: bool,
 ) -> int:
     store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
-    sync = PolicySync(store, static_exemptions=static_exemptions(config), seed=default_seed(config))
+    exempt, protect = static_exemptions(config), protected(config)
+    sync = PolicySync(store, static_exemptions=exempt, seed=default_seed(config), static_protected=protect)
     app = Application(config, sync)
     follower = asyncio.create_task(sync.run())
     usage = asyncio.create_task(app.usage.run(store, config.approvals.usage_flush_interval))

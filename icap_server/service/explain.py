@@ -8,6 +8,8 @@ from icap_server.config import Config
 from icap_server.protocol import ICAPConnection, ICAPRequest
 from icap_server.service.application import Application, FixedPolicy
 from icap_server.service.exemptions import static_exemptions
+from icap_server.service.sync import protected
+from policy.categories import PROTECTED
 from policy.hosts import request_host
 from policy.store import PolicyStore
 
@@ -36,10 +38,13 @@ async def explain_request(
     host = request_host(request.http_request.method, request.http_request.target, None)
     state = await store.state_for(host)  # only this host's list entries, not the whole index
     state.exemptions = static_exemptions(config) + state.exemptions
+    state.categories.add(PROTECTED, protected(config))  # as PolicySync adds them to every load
     verdict = Application(config, FixedPolicy(state)).evaluate(request, datetime.now(UTC))
     decision = verdict.decision
     assert decision is not None
     entry = f" (list entry {decision.matched_entry})" if decision.matched_entry else ""
+    if decision.reason == "protected":
+        entry = f"{entry}: a protected host, never blocked by a list"
     approval = decision.approval_id or "-"
     if decision.approval_scope:
         approval = f"{decision.approval_id} ({decision.approval_scope})"

@@ -36,6 +36,8 @@ from typing import Any
 
 import structlog
 
+from icap_server.config import Config
+from policy.categories import PROTECTED, protected_entries
 from policy.rules import RuleIndex
 from policy.state import ApprovalIndex, Exemption, PolicyState, StoreEpoch
 from policy.store import (
@@ -65,6 +67,11 @@ RETRY_CAP_S = 1.0
 HOLD_REMINDER_S = 60.0  # while holding the last-known-good policy, `store_reset` is logged again this often
 
 
+def protected(config: Config) -> tuple[str, ...]:
+    """The protected hosts a process adds to every policy it loads: the shipped list and the config's."""
+    return protected_entries(config.policy.protected_hosts)
+
+
 class PolicyUnavailable(Exception):
     """No policy has been loaded yet (Redis not reachable since start)."""
 
@@ -77,9 +84,11 @@ class PolicySync:
         static_exemptions: tuple[Exemption, ...] = (),
         seed: Mapping[str, Sequence[str]] | None = None,
         actor: str = "clearance serve",
+        static_protected: tuple[str, ...] = (),
     ) -> None:
         self.store = store
         self.static_exemptions = static_exemptions  # from the config file; Redis holds the rest
+        self.static_protected = static_protected  # protected hosts (shipped + config), never in Redis
         self.check_interval = check_interval
         self.seed = dict(seed or {})  # the lists an (automatic) initialisation loads: `service.defaults`
         self.actor = actor  # who re-initialised the store, for the audit trail
@@ -133,6 +142,7 @@ class PolicySync:
             self._hold(f"{why}; the store holds no category lists", state)
             return False
         state.exemptions = self.static_exemptions + state.exemptions
+        state.categories.add(PROTECTED, self.static_protected)  # after the check: they are not the store's lists
         self._state = state
         self._lagging_since = None
         self.holding = None
@@ -271,8 +281,14 @@ def _reset_problem(state: PolicyState | None, epoch: StoreEpoch | None, version:
 
 def _drops_every_list(held: PolicyState | None, loaded: PolicyState) -> bool:
     """Swapping `loaded` in would stop blocking every listed host, and no admin's `store reset` asked for that."""
-    if held is None or not len(held.categories) or len(loaded.categories):
+    if held is None or len(loaded.categories) or not _holds_lists(held):
         return False
     epoch = loaded.epoch
     deliberate = epoch is not None and epoch.deliberate and (held.epoch is None or epoch.id != held.epoch.id)
     return not deliberate
+
+
+def _holds_lists(state: PolicyState) -> bool:
+    """Whether the policy holds any store list entry (the protected hosts, added at every load, are not one)."""
+    protected_only = frozenset((PROTECTED,))
+    return any(categories != protected_only for categories in state.categories.entries.values())

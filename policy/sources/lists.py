@@ -20,9 +20,10 @@ import csv
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
-from policy.categories import validate_category
+from policy.categories import protecting_entry, validate_category
 from policy.sources.formats import Source, SourceFile
 from policy.sources.lines import (
     NOT_A_HOST,
@@ -36,6 +37,7 @@ from policy.sources.lines import (
 )
 
 EXAMPLES = 5
+CONFLICTS_SHOWN = 20  # protected entries named one a line; the rest are counted
 CSV_HOST_HEADERS = frozenset({"host", "hostname", "domain", "site", "url", "entry"})
 PROGRESS_LINES = 20000  # lines between progress callbacks while reading CSV
 CSV_ROWS = 5000  # CSV rows gathered by category before they are handed on
@@ -79,6 +81,19 @@ class CategoryMap:
         return validate_category(name)
 
 
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A source entry left out because a protected host covers it (`office365.com from UT1 webmail`)."""
+
+    entry: str
+    category: str  # the source category it came from
+    protected_by: str  # the protected entry it equals or falls under
+
+    def describe(self, source: str) -> str:
+        under = "" if self.protected_by == self.entry else f" (under {self.protected_by})"
+        return f"{self.entry} from {source} {self.category}: protected{under}, skipped"
+
+
 @dataclass(slots=True)
 class Tally:
     """What a pass over a source saw: hosts per target, what was left out and why."""
@@ -89,6 +104,8 @@ class Tally:
     not_imported: Counter[str] = field(default_factory=Counter)  # unmapped source category -> entries
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> lines
     examples: list[SkippedLine] = field(default_factory=list)  # the first few skipped lines
+    protected: int = 0  # entries left out because they are, or fall under, a protected host
+    conflicts: list[Conflict] = field(default_factory=list)  # the first CONFLICTS_SHOWN of them
 
     def skip(self, problem: SkippedLine) -> None:
         self.skipped[problem.reason] += 1
@@ -98,6 +115,34 @@ class Tally:
     @property
     def total_hosts(self) -> int:
         return self.hosts.total()
+
+    def unprotected(self, hosts: list[str], category: str, protected: frozenset[str]) -> list[str]:
+        """`hosts` without those a protected host covers; each one left out is counted, the first few named."""
+        if not protected:
+            return hosts
+        tails = _tails(protected)
+        kept = []
+        for host in hosts:
+            last = host.rfind(".")
+            if tails is not None and host[host.rfind(".", 0, last) + 1 :] not in tails:
+                kept.append(host)  # the common case: no protected entry ends in this host's last two labels
+                continue
+            by = protecting_entry(host, protected)
+            if by is None:
+                kept.append(host)
+                continue
+            self.protected += 1
+            if len(self.conflicts) < CONFLICTS_SHOWN:
+                self.conflicts.append(Conflict(host, category, by))
+        return kept
+
+
+@lru_cache(maxsize=8)
+def _tails(protected: frozenset[str]) -> frozenset[str] | None:
+    """The last two labels of every protected entry; None if one has a single label (no quick test then)."""
+    if any("." not in entry for entry in protected):
+        return None
+    return frozenset(".".join(entry.rsplit(".", 2)[-2:]) for entry in protected)
 
 
 # ---- reading one file ----------------------------------------------------------------------------
@@ -207,6 +252,7 @@ class ScanReport:
     cmap: CategoryMap
     tally: Tally
     kept: Mapping[str, list[str]] | None  # target -> hosts, when the source was small enough to keep
+    protected: frozenset[str] = frozenset()  # protected hosts: entries they cover are left out, and reported
 
     @property
     def targets(self) -> list[str]:
@@ -223,15 +269,20 @@ class ScanReport:
             for start in range(0, len(hosts), size):
                 yield hosts[start : start + size]
             return
-        yield from _reread(self.source, self.cmap, target, size, self.tally.hosts[target])
+        yield from _reread(self, target, size)
 
 
 def scan(
-    source: Source, cmap: CategoryMap, progress: Callable[[int], None] | None = None, keep: int = KEEP_ENTRIES
+    source: Source,
+    cmap: CategoryMap,
+    progress: Callable[[int], None] | None = None,
+    keep: int = KEEP_ENTRIES,
+    protected: frozenset[str] = frozenset(),
 ) -> ScanReport:
     """Parse everything once, writing nothing: what each category gets, what is left out; raises SourceError.
 
     Up to `keep` entries are kept in memory for the write; a larger source is read a second time instead.
+    An entry equal to or below a `protected` host is left out and counted in `Tally.protected`.
     """
     tally = Tally()
     kept: dict[str, list[str]] | None = {} if keep > 0 else None
@@ -250,6 +301,7 @@ def scan(
                     tally.not_imported[category] += len(hosts)
                     continue
                 _feeds(tally, target, category)
+                hosts = tally.unprotected(hosts, category, protected)
                 tally.hosts[target] += len(hosts)
                 if kept is not None:
                     kept.setdefault(target, []).extend(hosts)
@@ -257,7 +309,7 @@ def scan(
                         kept = None  # too many to hold: the write reads the source again
         except OSError as error:
             raise SourceError(f"{source_file.path}: {error.strerror or error}") from None
-    return ScanReport(source, cmap, tally, kept)
+    return ScanReport(source, cmap, tally, kept, protected)
 
 
 def _resolve(target_of: Callable[[str], str | None], category: str, path: Path) -> str | None:
@@ -273,8 +325,9 @@ def _feeds(tally: Tally, target: str, category: str) -> None:
         feeding.append(category)
 
 
-def _reread(source: Source, cmap: CategoryMap, target: str, size: int, expected: int) -> Iterator[list[str]]:
-    target_of = _targets(source, cmap)
+def _reread(report: ScanReport, target: str, size: int) -> Iterator[list[str]]:
+    source, expected = report.source, report.tally.hosts[target]
+    target_of = _targets(source, report.cmap)
     tally = Tally()
     pending: list[str] = []
     count = 0
@@ -285,7 +338,7 @@ def _reread(source: Source, cmap: CategoryMap, target: str, size: int, expected:
             for category, hosts in iter_file(source_file, tally, source.strict):
                 if source_file.category is None and target_of(category) != target:
                     continue
-                pending += hosts
+                pending += tally.unprotected(hosts, category, report.protected)
                 if len(pending) >= size:
                     full = len(pending) - len(pending) % size
                     for start in range(0, full, size):
