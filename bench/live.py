@@ -78,7 +78,8 @@ class LiveServer:
         return text.count("Traceback")
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int | str = "self") -> int:
+    """A process's resident memory in KiB, from /proc (0 once it is gone); this process's by default."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

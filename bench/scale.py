@@ -16,8 +16,10 @@ import random
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from live import rss_kib
 
 ROOT = Path(__file__).resolve().parent.parent
 URLS = 10_000
@@ -32,19 +34,12 @@ def synthetic_hosts(count: int, seed: int = 1) -> list[str]:
     ]
 
 
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def measure(size: int) -> dict[str, float]:
     """Runs inside the child process."""
     sys.path.insert(0, str(ROOT))
-    from policy.approvals import Approval
+    from policy.approvals import Approval, SubjectKind
     from policy.decision import DecisionSettings, RequestFacts, judge
-    from policy.state import PolicyState
+    from policy.state import ApprovalIndex, PolicyState
 
     base_rss = rss_kib()
     hosts = synthetic_hosts(size)
@@ -58,10 +53,13 @@ def measure(size: int) -> dict[str, float]:
     targets = listed + unlisted
     rng.shuffle(targets)
     now = datetime.now(UTC)
-    state.set_user_approvals(
-        "alice",
-        [Approval("A1", "alice", "webmail", "head", "need", now, now.replace(year=now.year + 1))],
-    )
+    year = timedelta(days=365)
+    alice = Approval(
+        id="A1", subject_kind=SubjectKind.USER, subject="alice", category="webmail", host=None,
+        department="Finance", approver="head", justification="Liaison with the overseas office",
+        created_by="admin", created_at=now, valid_from=now, valid_until=now + year, review_due=now + year,
+    )  # fmt: skip
+    state.approvals = ApprovalIndex([alice])  # a user with an approval beside the one judged (bob, none)
     settings = DecisionSettings(frozenset({"webmail", "cloud-storage", "web-im"}))
     del hosts
     timings = []
@@ -94,7 +92,10 @@ def main() -> None:
     rows = []
     for size in (int(text) for text in args.sizes.split(",")):
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(size)], capture_output=True, text=True, check=True,
+            [sys.executable, __file__, "--child", str(size)],
+            capture_output=True,
+            text=True,
+            check=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         rows.append(json.loads(out.stdout))

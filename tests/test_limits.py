@@ -10,7 +10,6 @@ import hashlib
 import resource
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from icap_server.runtime.server import FILE_LIMIT_MARGIN, raise_file_limit
 from tests.conftest import StartServer
 from tests.support.icap_client import OPTIONS, exchange, read_response
 from tests.support.icap_driver import chunks, error_of, http_head, icap, preview_request, run_both, single
+from tests.support.processes import rss_kib
 
 # ---- header counts, preview size, a REQMOD with no HTTP head (sans-I/O) ---------------------------------
 
@@ -104,13 +104,6 @@ def test_hostile_input_logs_a_bounded_number_of_lines(start_icap_server: StartSe
 
 BODY_MIB = 300
 PIECE = 1 << 20
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def send_body(sock: socket.socket, head: bytes, digest: Any) -> None:

@@ -216,3 +216,14 @@ def survivors_after(proc: subprocess.Popen[bytes], timeout: float) -> list[str]:
         time.sleep(0.02)
     left = [str(info) for info in group_members(proc.pid)]
     return left if left or proc.poll() is not None else [f"pid {proc.pid} (group leader, still running)"]
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory in KiB, from /proc (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
