@@ -22,65 +22,34 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from icap_server.config.lists import ImportConfig
 from icap_server.config.secrets import ConfigError as ConfigError  # re-exported: defined there for both
 from icap_server.config.secrets import with_secrets
+from icap_server.config.types import (
+    AtLeastOne,
+    Category,
+    Colour,
+    Email,
+    HostName,
+    HttpUrl,
+    Invalid,
+    PageUrl,
+    Phone,
+    Port,
+    Positive,
+    RedisUrl,
+    Seconds,
+    Section,
+    Sender,
+    UsernameEncoding,
+    Workers,
+    wrong,
+)
 
 DEFAULT_CONFIG_NAME = "config.yaml"
 
 
-class _Invalid(ValueError):
-    """What a `__post_init__` check found: the keys of its struct at fault and what is wrong with them."""
-
-    def __init__(self, message: str, *keys: str) -> None:
-        super().__init__(f"{' and '.join(keys)}: {message}")
-        self.message, self.keys = message, keys
-
-
-def _wrong(sentence: str, **constraints: Any) -> Meta:
-    """A constraint carrying the sentence shown when a value breaks it (msgspec's own would show the regex)."""
-    return Meta(**constraints, extra={"wrong": sentence})
-
-
-# The rule of policy.categories.validate_category (its CATEGORY_RE), repeated here because this module imports
-# nothing of ours: the two must agree, and tests/test_config.py checks that they do on a table of names.
-CATEGORY_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}\Z"
-Category = Annotated[
-    str,
-    _wrong("invalid category name: use lower-case letters, digits, '-' or '_' (at most 63)", pattern=CATEGORY_PATTERN),
-]
-HostName = Annotated[str, _wrong("expected a host name", pattern=r"\A(?![\d.]*\Z)(\*\.|\.)?([\w-]+\.)*[\w-]+\.?\Z")]
-AtLeastOne = Annotated[int, _wrong("must be at least 1", ge=1)]
-Positive = Annotated[int, _wrong("must be greater than 0", gt=0)]
-Seconds = Annotated[float, _wrong("must be greater than 0 seconds", gt=0)]
-Workers = Annotated[int, _wrong("must be 0 (one per core) or more", ge=0)]
-Port = Annotated[int, _wrong("expected a port number", gt=0, lt=65536)]
-Sender = Annotated[str, _wrong("expected an e-mail address", pattern="@")]
-HttpUrl = Annotated[str, _wrong("expected an http:// or https:// URL", pattern=r"\Ahttps?://")]
-# An empty URL counts as none (as no `url:` does), so only a non-empty one must name a scheme.
-RedisUrl = Annotated[
-    str, _wrong("expected a redis://, rediss:// or unix:// URL", pattern=r"\A(?:rediss?://|unix://|\Z)")
-]
-# Values that end up in the block page's CSS and links: only harmless shapes (no javascript: link, no CSS).
-Colour = Annotated[str, _wrong("expected a colour as #rrggbb", pattern=r"\A#[0-9a-fA-F]{6}\Z")]
-PageUrl = Annotated[str, _wrong("expected an http:// or https:// URL", pattern=r"\Ahttps?://[^\s\"'<>`]+\Z")]
-Email = Annotated[
-    str,
-    _wrong(
-        "expected an e-mail address",
-        pattern=r"\A[^@\s<>\"'()\[\],;:]+@[^@\s<>\"'()\[\],;:]+\.[^@\s<>\"'()\[\],;:]+\Z",
-    ),
-]
-Phone = Annotated[
-    str, _wrong("expected a phone number (digits, spaces, + - ( ))", pattern=r"\A\+?[0-9][0-9 ()\-]{2,30}\Z")
-]
-UsernameEncoding = Literal["auto", "plain", "base64"]
-
-
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Frozen (hashable, safe to share) and strict about keys; subclasses say `frozen=True` again for mypy."""
-
-
-class OrganisationConfig(_Section, frozen=True):
+class OrganisationConfig(Section, frozen=True):
     name_en: str = "Your Department"
     name_zh: str = "貴部門"
     how_to_request_en: str = (
@@ -91,7 +60,7 @@ class OrganisationConfig(_Section, frozen=True):
     contact: str = "IT helpdesk"
 
 
-class BlockPagesConfig(_Section, frozen=True):
+class BlockPagesConfig(Section, frozen=True):
     """How block pages look and whom they name; `organisation` holds the names and the how-to-request text."""
 
     default_language: Literal["en", "zh-HK"] = "en"  # when the browser's Accept-Language names neither
@@ -105,7 +74,7 @@ class BlockPagesConfig(_Section, frozen=True):
     policy_url: PageUrl | None = None  # the policy staff are asked to follow
 
 
-class ServerConfig(_Section, frozen=True):
+class ServerConfig(Section, frozen=True):
     listen: str = "127.0.0.1:1344"
     workers: Workers = 0
     max_header_bytes: Positive = 65536
@@ -123,14 +92,14 @@ class ServerConfig(_Section, frozen=True):
         _check_listen(self.listen, "listen")
 
 
-class RedisConfig(_Section, frozen=True):
+class RedisConfig(Section, frozen=True):
     url: RedisUrl | None = None
     url_file: str | None = None  # a file holding the URL (and its password), read when no URL is given
     embedded_dir: str = "var"
     key_prefix: str = "clearance:"
 
 
-class IdentityConfig(_Section, frozen=True):
+class IdentityConfig(Section, frozen=True):
     """How the user is read from the proxy's headers; `policy.identity.IdentityRules` names these four."""
 
     username_header: str = "X-Client-Username"
@@ -139,7 +108,7 @@ class IdentityConfig(_Section, frozen=True):
     lowercase: bool = True
 
 
-class PolicyConfig(_Section, frozen=True):
+class PolicyConfig(Section, frozen=True):
     restricted_categories: tuple[Category, ...] = ("webmail", "cloud-storage", "web-im")
     load_default_lists: bool = True
     timezone: str = "Asia/Hong_Kong"
@@ -150,10 +119,10 @@ class PolicyConfig(_Section, frozen=True):
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise _Invalid(f"unknown time zone {self.timezone!r}", "timezone") from None
+            raise Invalid(f"unknown time zone {self.timezone!r}", "timezone") from None
 
 
-class ApprovalsConfig(_Section, frozen=True):
+class ApprovalsConfig(Section, frozen=True):
     max_validity_days: AtLeastOne = 180
     review_interval_days: AtLeastOne = 90
     require_department_head: bool = True
@@ -163,7 +132,7 @@ class ApprovalsConfig(_Section, frozen=True):
     admins: tuple[str, ...] = ()  # may revoke or suspend any approval (besides its approver, heads, delegates)
 
 
-class ExemptionConfig(_Section, frozen=True):
+class ExemptionConfig(Section, frozen=True):
     network: str
     categories: tuple[str, ...] = ()
     note: str = ""
@@ -172,7 +141,7 @@ class ExemptionConfig(_Section, frozen=True):
         _check_network(self.network, "network")
 
 
-class PortalConfig(_Section, frozen=True):
+class PortalConfig(Section, frozen=True):
     """The self-service access-request portal (an HTTP listener in the same program)."""
 
     listen: str | None = None  # HOST:PORT; unset: no portal, block pages carry no request form
@@ -182,7 +151,7 @@ class PortalConfig(_Section, frozen=True):
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     max_pending_per_user: AtLeastOne = 3  # a user's pending requests at once
     max_submits_per_minute: AtLeastOne = 10  # form posts per user and per client address (in memory, per portal)
-    digest_interval_minutes: Annotated[float, _wrong("must be 0 (each mail at once) or more", ge=0)] = 15.0
+    digest_interval_minutes: Annotated[float, wrong("must be 0 (each mail at once) or more", ge=0)] = 15.0
 
     def __post_init__(self) -> None:
         if self.listen is not None:
@@ -191,7 +160,7 @@ class PortalConfig(_Section, frozen=True):
             _check_network(network, f"trusted_proxies[{index}]")
 
 
-class SmtpConfig(_Section, frozen=True):
+class SmtpConfig(Section, frozen=True):
     """Where the portal sends access requests to department heads by e-mail; no host, no e-mail."""
 
     host: str | None = None
@@ -205,32 +174,15 @@ class SmtpConfig(_Section, frozen=True):
 
     def __post_init__(self) -> None:
         if (self.username is None) != (self.password is None and self.password_file is None):
-            raise _Invalid("give both or neither", "username", "password")
+            raise Invalid("give both or neither", "username", "password")
 
 
-class LoggingConfig(_Section, frozen=True):
+class LoggingConfig(Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
-DEFAULT_CATEGORY_MAP: Mapping[str, str] = types.MappingProxyType(
-    {"webmail": "webmail", "filehosting": "cloud-storage", "chat": "web-im"}
-)
-
-
-class ImportConfig(_Section, frozen=True):
-    """`clearance categories import`: which categories of a third-party list (UT1, CSV) go where."""
-
-    category_map: Mapping[str, Category] = DEFAULT_CATEGORY_MAP
-    only_mapped: bool = True
-
-    def __post_init__(self) -> None:
-        """msgspec builds a dict; the map is kept read-only like every other setting."""
-        if not isinstance(self.category_map, types.MappingProxyType):
-            msgspec.structs.force_setattr(self, "category_map", types.MappingProxyType(dict(self.category_map)))
-
-
-class Config(_Section, frozen=True):
+class Config(Section, frozen=True):
     """The whole configuration: one Struct per section of the file; `source` names the file it came from."""
 
     organisation: OrganisationConfig = msgspec.field(default_factory=OrganisationConfig)
@@ -262,14 +214,14 @@ def _check_listen(value: str, key: str) -> None:
     try:
         parse_listen(value)
     except ValueError as error:
-        raise _Invalid(str(error), key) from None
+        raise Invalid(str(error), key) from None
 
 
 def _check_network(value: str, key: str) -> None:
     try:
         ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise _Invalid(f"not a network in CIDR form, got {value!r}", key) from None
+        raise Invalid(f"not a network in CIDR form, got {value!r}", key) from None
 
 
 def load_config(path: str | os.PathLike[str] | None = None, redis_url: str | None = None) -> Config:
@@ -360,7 +312,7 @@ def _explain(error: msgspec.ValidationError, data: dict[str, Any]) -> str:
     text = match["text"]
     spot = _locate(Config, data, _STEP.findall(match["path"] or ""), in_key=bool(match["in_key"]))
     cause = error.__cause__
-    if isinstance(cause, _Invalid):
+    if isinstance(cause, Invalid):
         return f"{' and '.join(_join(spot.key, key) for key in cause.keys)}: {cause.message}"
     if unknown := re.match(r"Object contains unknown field `(.*)`", text):
         known = ", ".join(sorted(set(_keys(_bare(spot.hint))) - {"source"}))
@@ -424,7 +376,7 @@ def _bare(hint: Any) -> Any:
 
 
 def _sentence(hint: Any) -> str | None:
-    """The sentence a constrained type carries (see `_wrong`), if it has one."""
+    """The sentence a constrained type carries (see `types.wrong`), if it has one."""
     hint = _optional(hint)
     metadata = get_args(hint)[1:] if get_origin(hint) is Annotated else ()
     return next((meta.extra["wrong"] for meta in metadata if isinstance(meta, Meta) and meta.extra), None)
