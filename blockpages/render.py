@@ -82,9 +82,7 @@ ADVICE: dict[str, str] = {
     "not-permitted": N_(
         "If your work really depends on it, speak to the IT security team and quote the reference on this page."
     ),
-    "policy-unavailable": N_(
-        "If this lasts more than a few minutes, contact us and quote the reference on this page."
-    ),
+    "policy-unavailable": N_("If this lasts more than a few minutes, contact us and quote the reference on this page."),
     "bad-request": N_(
         "Check the address and try again, typed as the site gives it. If a program you need sends such "
         "requests, contact us and quote the reference on this page."
@@ -92,6 +90,20 @@ ADVICE: dict[str, str] = {
 }
 # Reasons that are about no category (the page shows no category's name in them).
 UNCATEGORISED = frozenset({"policy-unavailable", "bad-request"})
+# A catalogue service named in a reason's sentence, with its category beside it: "WhatsApp (web instant messaging)".
+SERVICE_IN_SENTENCE = N_("%(service)s (%(category)s)")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceName:
+    """The catalogue service a blocked host belongs to, as a page names it (the library knows no catalogue)."""
+
+    id: str
+    name_en: str
+    name_zh: str
+
+    def name(self, language: Language) -> str:
+        return self.name_zh if language == "zh-HK" else self.name_en
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +118,7 @@ class BlockFacts:
     reason: str
     reference: str
     time: datetime  # aware, in the time zone the page shows
+    service: ServiceName | None = None  # the catalogue service of the host, when it belongs to one
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +263,11 @@ class Renderer:
 
     def message(self, facts: BlockFacts, language: Language) -> str:
         template = REASON_MESSAGES.get(facts.reason, UNKNOWN_REASON)
-        return self.translate[language](template, category=category_label(facts.category, language))
+        translate = self.translate[language]
+        label = category_label(facts.category, language)
+        if facts.service is not None and facts.reason not in UNCATEGORISED:
+            label = translate(SERVICE_IN_SENTENCE, service=facts.service.name(language), category=label)
+        return translate(template, category=label)
 
     def json(self, facts: BlockFacts, form: RequestForm | None) -> bytes:
         document = {
@@ -260,6 +277,7 @@ class Renderer:
             "host": facts.host,
             "path": shorten(facts.path, JSON_PATH_CHARS),
             "category": facts.category,
+            "service": _service_record(facts.service),
             "user": facts.user,
             "client_ip": facts.client_ip,
             "reference": facts.reference,
@@ -294,6 +312,9 @@ class Renderer:
                 "category": facts.category,
                 "category_label": category_label(facts.category, language),
                 "category_label_other": category_label(facts.category, other),
+                "service": facts.service.name(language) if facts.service is not None else None,
+                "service_other": facts.service.name(other) if facts.service is not None else None,
+                "service_id": facts.service.id if facts.service is not None else None,
                 "user": user,
                 "client_ip": facts.client_ip,
                 "reason": facts.reason,
@@ -332,9 +353,7 @@ class Renderer:
                     environment.get_template(name)
                 except jinja2.TemplateSyntaxError as error:
                     where = error.filename or error.name or name
-                    raise TemplateError(
-                        f"block-page template {where}, line {error.lineno}: {error.message}"
-                    ) from None
+                    raise TemplateError(f"block-page template {where}, line {error.lineno}: {error.message}") from None
                 except jinja2.TemplateError as error:
                     raise TemplateError(f"block-page template {name}: {error}") from None
             filenames = {environment.get_template(name).filename or name for name in names}
@@ -348,6 +367,12 @@ class Renderer:
                             f"block-page template {where}, line {line}: {type(error).__name__}: {error} "
                             f"(rendered with sample data: reason {facts.reason}, language {language})"
                         ) from None
+
+
+def _service_record(service: ServiceName | None) -> dict[str, str] | None:
+    if service is None:
+        return None
+    return {"id": service.id, "name_en": service.name_en, "name_zh": service.name_zh}
 
 
 def _template_frame(
@@ -364,12 +389,20 @@ def sample_facts(zone: ZoneInfo) -> Iterator[tuple[BlockFacts, RequestForm | Non
     """Every reason, signed in or not, with and without a request form: what templates must cope with."""
     time = datetime(2026, 1, 1, 9, 0, tzinfo=zone)
     form = RequestForm("https://portal.example/request", "sample.token", 180, 20)
+    service = ServiceName("sample-mail", "Sample Mail", "範例郵件")
     for reason in REASON_MESSAGES:
         category = None if reason in UNCATEGORISED else "webmail"
-        for user in ("sample.user", None):
+        for user, named in (("sample.user", service), ("sample.user", None), (None, None)):
             facts = BlockFacts(
-                "mail.example.com", "/" + "long-path/" * 12, category, user, "10.0.0.1", reason, "0123456789ab", time
+                "mail.example.com",
+                "/" + "long-path/" * 12,
+                category,
+                user,
+                "10.0.0.1",
+                reason,
+                "0123456789ab",
+                time,
+                named if category else None,
             )
             yield facts, form if reason in REQUESTABLE and user else None
             yield facts, None
-

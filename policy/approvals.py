@@ -62,7 +62,7 @@ class Approval:
     id: str
     subject_kind: SubjectKind
     subject: str
-    category: str | None  # exactly one of category / host
+    category: str | None  # exactly one of category / host / service
     host: str | None
     department: str  # the department whose head approved (and who reviews it)
     approver: str
@@ -73,6 +73,7 @@ class Approval:
     valid_until: datetime
     review_due: datetime
     ticket: str | None = None
+    service: str | None = None  # a catalogue service (policy.services): every host and range of it
     status: ApprovalStatus = ApprovalStatus.ACTIVE
     revoked_by: str | None = None
     revoked_at: datetime | None = None
@@ -101,17 +102,22 @@ class Approval:
         return self.state(now, on_review_overdue) in (State.ACTIVE, State.REVIEW_OVERDUE)
 
     def scope(self) -> str:
+        if self.service:
+            return f"service {self.service}"
         return f"host {self.host}" if self.host else f"category {self.category}"
 
     def describe(self) -> str:
         return f"{self.id} ({self.subject_kind} {self.subject}, {self.scope()})"
 
-    def covers(self, category: str, host: str | None) -> bool:
-        """Whether this approval's scope covers a request to `host` in restricted `category`.
+    def covers(self, category: str, host: str | None, service: str | None = None) -> bool:
+        """Whether this approval's scope covers a request to `host` (of `service`) in restricted `category`.
 
-        A host scope covers the host and its subdomains on label boundaries; an IP literal only itself (an
-        approval for `0.1` must not cover `192.168.0.1`).
+        A service scope covers every host of the service, whatever category lists the host; a host scope covers
+        the host and its subdomains on label boundaries; an IP literal only itself (an approval for `0.1` must
+        not cover `192.168.0.1`).
         """
+        if self.service is not None:
+            return service == self.service
         if self.host is not None:
             if host is None:
                 return False

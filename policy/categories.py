@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -134,15 +135,26 @@ def parse_host_entry(text: str) -> str | None:
     return normalise_host(text)
 
 
-def default_list(category: str) -> list[str]:
-    """A list shipped with Clearance (policy/data/CATEGORY.txt).
+def shipped_version() -> str:
+    """A content hash of the shipped data (every file under policy/data/, names and bytes), 12 hex digits.
 
-    `protected.txt` is there too but is no category's list: a category named `protected` has no shipped list,
-    or naming it restricted would seed the never-block list as a blocked one.
+    Why: the store records it with the curated lists, so an installed upgrade that changes the shipped data is
+    recognised at the next start and brings its entries in (and drops the ones it no longer ships).
     """
-    if category == PROTECTED_FILE:
-        raise FileNotFoundError(f"{PROTECTED_FILE}.txt is the protected-host list, not a category's")
-    return _shipped(category)
+    digest = hashlib.sha256()
+    pending = [resources.files("policy").joinpath("data")]
+    files = []
+    while pending:
+        for item in pending.pop().iterdir():
+            if item.is_dir():
+                pending.append(item)
+            elif item.is_file():
+                files.append(item)
+    for item in sorted(files, key=lambda entry: str(entry)):
+        name = str(item).rpartition("/data/")[2].encode()
+        data = item.read_bytes()
+        digest.update(b"%d:%s%d:" % (len(name), name, len(data)) + data)
+    return digest.hexdigest()[:12]
 
 
 def _shipped(name: str) -> list[str]:

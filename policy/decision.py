@@ -34,6 +34,8 @@ class Reason(StrEnum):
     POLICY_UNAVAILABLE = "policy-unavailable"  # not from judge: the server has no policy loaded yet (fails closed)
     BAD_REQUEST = "bad-request"  # the request's destination cannot be told (no host, two hosts): never judged, blocked
     PROTECTED = "protected"  # a protected host (policy/data/protected.txt, policy.protected_hosts): no list blocks it
+    # passed with the vendor's tenant-restriction header: the organisation's own accounts only (policy.tenants)
+    TENANT_RESTRICTED = "tenant-restricted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,8 @@ class Decision:
     exemption_id: str | None = None  # the exemption that let it pass
     approval_scope: str | None = None  # e.g. "group finance-travel, host web.whatsapp.com"
     review_overdue: bool = False  # passed on an approval whose review is overdue (on_review_overdue: warn)
+    service: str | None = None  # the catalogue service the host belongs to, when it is a restricted one
+    tenant: str | None = None  # the vendor whose tenant-restriction headers go on the request (policy.tenants)
 
     @property
     def blocked(self) -> bool:
@@ -96,6 +100,7 @@ def decide(
     now: datetime,
     facts: RequestFacts = NO_FACTS,
     exemptions: Iterable[Exemption] = (),
+    service: str | None = None,
 ) -> Decision:
     """Pass unless the host is in a restricted category that nothing opens for this request.
 
@@ -103,14 +108,15 @@ def decide(
     A forbidden category blocks next (`not-permitted`): neither an approval nor an exemption opens it.
     For each restricted category of the host (in name order, so the answer is stable): an exemption for the
     client's network opens it; else the most specific valid approval among the candidates (personal before
-    group before department before network; a single host before a whole category). The first category
-    nothing opens explains the block, with the most recent lapsed approval that would have covered it.
+    group before department before network; a single host before a service before a whole category). The first
+    category nothing opens explains the block, with the most recent lapsed approval that would have covered it.
+    `service` is the catalogue service of the host: a service-scoped approval covers it in every category.
     """
     if PROTECTED in match.categories:
         return _protected(match.entry)
     banned = match.categories & settings.forbidden
     if banned:
-        return Decision(Action.BLOCK, Reason.NOT_PERMITTED, min(banned), match.entry)
+        return Decision(Action.BLOCK, Reason.NOT_PERMITTED, min(banned), match.entry, service=service)
     gated_set = match.categories & settings.restricted
     if not gated_set:
         return _not_restricted(match)
@@ -121,13 +127,15 @@ def decide(
     for category in sorted(gated_set):
         exemption = next((e for e in exemptions if e.covers(facts.client_ip, category)), None)
         if exemption is not None:
-            passed = passed or Decision(Action.PASS, Reason.EXEMPT, category, match.entry, exemption_id=exemption.id)
+            passed = passed or Decision(
+                Action.PASS, Reason.EXEMPT, category, match.entry, exemption_id=exemption.id, service=service
+            )
             continue
-        covering = [approval for approval in candidates if approval.covers(category, facts.host)]
+        covering = [approval for approval in candidates if approval.covers(category, facts.host, service)]
         valid = [approval for approval in covering if approval.passes(now, overdue_policy)]
         if not valid:
             reason, lapsed = _why_not(covering, now, overdue_policy)
-            return Decision(Action.BLOCK, reason, category, match.entry, lapsed)
+            return Decision(Action.BLOCK, reason, category, match.entry, lapsed, service=service)
         best = min(valid, key=_specificity)
         overdue = best.state(now, overdue_policy) is State.REVIEW_OVERDUE
         passed = passed or Decision(
@@ -138,14 +146,16 @@ def decide(
             best.id,
             approval_scope=f"{best.subject_kind} {best.subject}, {best.scope()}",
             review_overdue=overdue,
+            service=service,
         )
     assert passed is not None
     return passed
 
 
-def _specificity(approval: Approval) -> tuple[int, bool, float]:
-    """Personal before group before department before network; a host before a category; then the longest."""
-    return (SUBJECT_RANK[approval.subject_kind], approval.host is None, -approval.valid_until.timestamp())
+def _specificity(approval: Approval) -> tuple[int, int, float]:
+    """Personal before group before department before network; host, service, category; then the longest."""
+    scope = 0 if approval.host is not None else 1 if approval.service is not None else 2
+    return (SUBJECT_RANK[approval.subject_kind], scope, -approval.valid_until.timestamp())
 
 
 @lru_cache(maxsize=65536)
@@ -183,10 +193,11 @@ def judge(state: PolicyState, facts: RequestFacts, settings: DecisionSettings, n
     rule = state.rules.match(host, facts.path)
     if rule is not None and rule.kind == "allow":
         return Decision(Action.PASS, Reason.ALLOW_LISTED, None, rule.describe(), rule_id=rule.id)
+    service: str | None = None
     if rule is not None and rule.category:
         match = CategoryMatch(rule.describe(), frozenset((rule.category,)))
-    else:
-        match = state.categories.match(host)
+    else:  # a list entry, or a service's path entry on a shared host
+        match, service = state.match_listed(host, facts.path)
     forbidden = settings.forbidden
     if PROTECTED in match.categories:
         decision = _protected(match.entry)
@@ -194,5 +205,6 @@ def judge(state: PolicyState, facts: RequestFacts, settings: DecisionSettings, n
         decision = _not_restricted(match)
     else:
         candidates = state.candidates(facts.user, facts.client_ip)
-        decision = decide(match, candidates, settings, now, facts, state.exemptions)
+        service = service or state.services.service_of(host)
+        decision = decide(match, candidates, settings, now, facts, state.exemptions, service)
     return replace(decision, rule_id=rule.id) if rule is not None else decision

@@ -7,7 +7,8 @@ same checks, and so every rule is testable with plain data.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -31,6 +32,7 @@ class ApprovalRules:
     on_review_overdue: OverduePolicy = "suspend"
     min_justification_chars: int = 20
     admins: frozenset[str] = frozenset()  # may revoke or suspend any approval (approvals.admins)
+    services: Mapping[str, str] = field(default_factory=dict)  # service id -> its category (the catalogue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class GrantSpec:
     valid_until: datetime
     department: str | None = None
     ticket: str | None = None
+    service: str | None = None
 
 
 def normalise_subject(kind: SubjectKind, subject: str) -> str:
@@ -142,13 +145,16 @@ def build_approval(spec: GrantSpec, now: datetime, directory: Directory, rules: 
         valid_until=spec.valid_until,
         review_due=review_due,
         ticket=spec.ticket or None,
+        service=spec.service,
     )
 
 
 def _checked_scope(spec: GrantSpec, rules: ApprovalRules) -> str | None:
-    """Exactly one scope, a restricted category or a host name; returns the host in canonical form."""
-    if (spec.category is None) == (spec.host is None):
-        raise LifecycleError("give exactly one scope: --category C or --host H")
+    """Exactly one scope, a restricted category, a service or a host name; returns the host in canonical form."""
+    if [spec.category, spec.host, spec.service].count(None) != 2:
+        raise LifecycleError("give exactly one scope: --category C, --service S or --host H")
+    if spec.service is not None:
+        _check_service(spec.service, rules)
     host = None
     if spec.host is not None:
         host = parse_host_entry(spec.host)
@@ -160,6 +166,16 @@ def _checked_scope(spec: GrantSpec, rules: ApprovalRules) -> str | None:
             f"category {spec.category!r} is not restricted, so it needs no approval (restricted: {restricted})"
         )
     return host
+
+
+def _check_service(service: str, rules: ApprovalRules) -> None:
+    """A service of the catalogue whose category is restricted (else it needs no approval, or does not exist)."""
+    category = rules.services.get(service)
+    if category is None:
+        known = ", ".join(sorted(rules.services)[:12]) or "none"
+        raise LifecycleError(f"unknown service {service!r} (`clearance services list`; e.g. {known})")
+    if category not in rules.restricted:
+        raise LifecycleError(f"service {service!r} is in category {category!r}, which is not restricted")
 
 
 def _check_validity(spec: GrantSpec, now: datetime, rules: ApprovalRules) -> None:
@@ -205,6 +221,7 @@ def check_imported_record(approval: Approval, now: datetime, directory: Director
         valid_from=approval.valid_from,
         valid_until=approval.valid_until,
         department=approval.department or None,
+        service=approval.service,
     )
     if normalise_subject(spec.subject_kind, spec.subject) != approval.subject:
         raise LifecycleError(f"subject {approval.subject!r} is not in canonical form")

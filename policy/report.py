@@ -15,6 +15,10 @@ The five sections, per department (`Approval.department`, "-" for none):
   those days: never used, or last used more than `unused_days` ago. A new approval is not flagged before it
   has had `unused_days` to be used;
 - revoked: revoked at or after `since`.
+
+Approvals are counted by service too (`active_by_service`): a service approval under its service, a host
+approval under the catalogue service the host belongs to, a category approval (and a host of no service) under
+its category; the audit's grants and revocations likewise (`count_by_service`). The catalogue is passed in.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from .approvals import Approval, ApprovalStatus, OverduePolicy, State
+from .state import ServiceCatalogue
 
 NO_DEPARTMENT = "-"
 EXPIRING_DAYS = 14
@@ -90,6 +95,85 @@ class Report:
     now: datetime
     since: datetime
     departments: tuple[DepartmentReport, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    """What an approval is counted under: a catalogue service (with its names), else its category or host."""
+
+    service: str | None  # the catalogue id; None when the approval is for a category or a host of no service
+    name_en: str = ""
+    name_zh: str = ""
+    category: str | None = None
+    host: str | None = None  # a host approval whose host is no service's
+
+    @property
+    def label(self) -> str:
+        if self.service is not None:
+            return f"service {self.service}"
+        return f"host {self.host}" if self.host else f"category {self.category}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCount:
+    key: ServiceKey
+    count: int
+    ids: tuple[str, ...]
+
+
+def service_key(approval: Approval, catalogue: ServiceCatalogue) -> ServiceKey:
+    """The service an approval is about: its own, its host's, or none (its category)."""
+    found = approval.service or (catalogue.service_of(approval.host) if approval.host else None)
+    service = catalogue.by_id.get(found) if found else None  # a switched-off service still names its approvals
+    if service is not None:
+        return ServiceKey(service.id, service.name_en, service.name_zh, service.category)
+    if found:
+        return ServiceKey(found)  # a service no longer in the catalogue: its id is all there is
+    return ServiceKey(None, category=approval.category, host=approval.host)
+
+
+def active_by_service(department: DepartmentReport, catalogue: ServiceCatalogue) -> tuple[ServiceCount, ...]:
+    """The department's active approvals counted per service (then per category), services first."""
+    grouped: dict[ServiceKey, list[str]] = {}
+    for item in sorted(department.active, key=lambda item: _number(item.approval)):  # ids in number order
+        grouped.setdefault(service_key(item.approval, catalogue), []).append(item.approval.id)
+    ordered = sorted(grouped.items(), key=lambda pair: (pair[0].service is None, pair[0].label))
+    return tuple(ServiceCount(key, len(ids), tuple(ids)) for key, ids in ordered)
+
+
+GRANT_ACTIONS = frozenset({"grant", "import", "restore"})
+REVOKE_ACTIONS = frozenset({"revoke", "review-revoke"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTally:
+    """Audit entries about approvals of one service (or category, or host): how many granted, how many revoked."""
+
+    label: str  # `service whatsapp`, `category webmail`, `host example.com`
+    grants: int
+    revokes: int
+
+
+def count_by_service(entries: Iterable[Mapping[str, str]]) -> tuple[ServiceTally, ...]:
+    """Grants (grant, import, restore) and revocations of approvals in audit entries, per approval scope."""
+    tallies: dict[str, list[int]] = {}
+    for entry in entries:
+        action = entry.get("action", "")
+        column = 0 if action in GRANT_ACTIONS else 1 if action in REVOKE_ACTIONS else None
+        record = parse_side(entry.get("after", "")) or parse_side(entry.get("before", ""))
+        if column is None or not _is_approval(record):
+            continue
+        assert record is not None
+        tallies.setdefault(_scope_of(record), [0, 0])[column] += 1
+    ordered = sorted(tallies.items(), key=lambda pair: (not pair[0].startswith("service "), pair[0]))
+    return tuple(ServiceTally(label, grants, revokes) for label, (grants, revokes) in ordered)
+
+
+def _scope_of(record: Mapping[str, Any]) -> str:
+    """An approval record's scope as `Approval.scope` words it."""
+    if record.get("service"):
+        return f"service {record['service']}"
+    return f"host {record['host']}" if record.get("host") else f"category {record.get('category')}"
 
 
 def department_of(approval: Approval) -> str:
@@ -208,6 +292,7 @@ APPROVAL_FIELDS = (
     "subject",
     "category",
     "host",
+    "service",
     "department",
     "approver",
     "valid_from",
@@ -231,7 +316,7 @@ def _approval_change(
 ) -> str:
     if before is None and after is not None:
         verb = {"grant": "granted", "restore": "restored"}.get(action, "created")
-        scope = f"host {after['host']}" if after.get("host") else f"category {after.get('category')}"
+        scope = _scope_of(after)
         until = _last_day(after.get("valid_until"), zone)
         return f"{verb} {after.get('subject_kind')} {after.get('subject')} {scope} until {until}"
     if after is None:

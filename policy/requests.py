@@ -1,10 +1,11 @@
 """Access requests from the self-service portal, as plain values and pure rules.
 
 A person who meets a block page can ask for access there. The block page carries a signed token (see
-`policy.tokens`) naming the user, the client address, the category and the host; the portal turns a valid
-token plus a justification and a number of days into a pending request for the head (or a delegate) of the
-user's department. The head approves it with `clearance requests approve`, which creates an ordinary approval
-through `policy.lifecycle.build_approval` (the same checks as `approvals grant`), or denies it.
+`policy.tokens`) naming the user, the client address, the category, the host and the catalogue service; the
+portal turns a valid token plus a justification and a number of days into a pending request for the head (or
+a delegate) of the user's department. The head approves it with `clearance requests approve`, which creates
+an ordinary approval through `policy.lifecycle.build_approval` (the same checks as `approvals grant`): for the
+service when the request names one, else for the category. Or the head denies it.
 
 Nothing here does I/O: the store keeps the records, the portal and the CLI apply these rules.
 """
@@ -52,6 +53,11 @@ class AccessRequest:
     note: str = ""
     approval_id: str | None = None
     valid_until: datetime | None = None  # of the approval, once approved
+    # The catalogue service asked for (from the token), with its names then; "" for a category request (a
+    # token or record from before services), which an approval grants as the whole category.
+    service: str = ""
+    service_en: str = ""
+    service_zh: str = ""
 
     def to_record(self, with_key: bool = True) -> dict[str, Any]:
         record: dict[str, Any] = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -79,12 +85,20 @@ class AccessRequest:
 
     @property
     def open_key(self) -> str:
-        return open_key(self.user, self.category, self.host)
+        return open_key(self.user, self.category, self.host, self.service)
+
+    def scope(self) -> str:
+        """What approving it grants, as an approval's scope reads: `service whatsapp` or `category webmail`."""
+        return f"service {self.service}" if self.service else f"category {self.category}"
 
 
-def open_key(user: str, category: str, host: str) -> str:
-    """One pending request per user, category and host: the field that indexes it."""
-    return f"{user}\t{category}\t{host}"
+def open_key(user: str, category: str, host: str, service: str = "") -> str:
+    """One pending request per user, service (or category) and host: the field that indexes it.
+
+    A request without a service keeps the key it always had, so requests stored before services still match.
+    """
+    key = f"{user}\t{category}\t{host}"
+    return f"{key}\t{service}" if service else key
 
 
 def submission_problem(justification: str, days: int, max_days: int, min_justification_chars: int) -> str | None:
@@ -147,11 +161,13 @@ def check_decision(request: AccessRequest, by: str) -> None:
 
 
 def grant_for(request: AccessRequest, by: str, actor: str, days: int | None, now: datetime) -> GrantSpec:
-    """The ordinary approval a request becomes: the requester, the whole category, the days asked or given."""
+    """The ordinary approval a request becomes: the requester, the service asked for (every host of it) or, for a
+    request without one, the whole category; the days asked or given."""
     return GrantSpec(
         subject_kind=SubjectKind.USER,
         subject=request.user,
-        category=request.category,
+        category=None if request.service else request.category,
+        service=request.service or None,
         host=None,
         approver=by,
         justification=request.justification,

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from .approvals import SUBJECT_RANK, Approval, SubjectKind
 from .categories import NO_MATCH, CategoryMatch
 from .directory import Directory, Person
-from .rules import RuleIndex
+from .rules import Rule, RuleIndex
+from .services import Service
 
 
 class CategoryIndex:
@@ -64,6 +65,24 @@ class CategoryIndex:
         tables.append((shift, {int(network.network_address) >> shift: entry}))
         tables.sort(key=lambda item: item[0])  # smallest shift = longest prefix first
 
+    def discard(self, category: str, hosts: Iterable[str]) -> None:
+        """Take `category` off these entries (an admin's override dropped them from a shipped service)."""
+        entries = self.entries
+        for host in hosts:
+            current = entries.get(host)
+            if current is None or category not in current:
+                continue
+            if len(current) > 1:
+                entries[host] = self._intern(current - {category})
+                continue
+            del entries[host]
+            if "/" in host:
+                network = ipaddress.ip_network(host)
+                shift = network.max_prefixlen - network.prefixlen
+                for table_shift, table in self._ranges.get(network.max_prefixlen, ()):
+                    if table_shift == shift:
+                        table.pop(int(network.network_address) >> shift, None)
+
     def match(self, host: str) -> CategoryMatch:
         entries = self.entries
         found = entries.get(host)
@@ -99,6 +118,69 @@ class CategoryIndex:
             for name in categories:
                 sizes[name] = sizes.get(name, 0) + 1
         return sizes
+
+
+class ServiceCatalogue:
+    """Services by id, and which service a host (or a path on a shared host) belongs to.
+
+    Built from the shipped catalogue followed by the store's admin records, so an admin's record replaces the
+    shipped one with its id. Host look-up is the category index's label walk over service entries (an entry
+    "names" its service ids); path entries are category rules whose id is `SERVICE#N`.
+    """
+
+    __slots__ = ("by_id", "dropped", "index", "paths")
+
+    def __init__(self, services: Iterable[Service] = ()) -> None:
+        self.by_id: dict[str, Service] = {}
+        self.dropped: dict[str, set[str]] = {}  # category -> shipped entries an admin override left out
+        for service in services:
+            previous = self.by_id.get(service.id)
+            if previous is not None:
+                kept = set(service.entries) if not service.disabled and service.category == previous.category else set()
+                self.dropped.setdefault(previous.category, set()).update(set(previous.entries) - kept)
+            self.by_id[service.id] = service
+        self.index = CategoryIndex()
+        rules: list[Rule] = []
+        for service in self.active():
+            self.index.add(service.id, service.entries)
+            # one rule per path entry, its id the service's and the entry's number (a RuleIndex keys rules by id)
+            rules += [Rule(f"{service.id}#{n}", "category", p.host, p.path, service.category)
+                      for n, p in enumerate(service.paths)]
+        self.paths = RuleIndex(rules)
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def active(self) -> list[Service]:
+        return [service for service in self.by_id.values() if not service.disabled]
+
+    def get(self, service_id: str | None) -> Service | None:
+        service = self.by_id.get(service_id) if service_id else None
+        return service if service is not None and not service.disabled else None
+
+    def admin_records(self) -> list[Service]:
+        return [service for service in self.by_id.values() if service.origin == "admin"]
+
+    def service_of(self, host: str) -> str | None:
+        """The service whose most specific entry governs this host (an admin's first, then by id)."""
+        found = self.index.match(host).categories
+        if not found:
+            return None
+        if len(found) == 1:
+            return next(iter(found))
+        return min(found, key=lambda service_id: (self.by_id[service_id].origin != "admin", service_id))
+
+    def path_rule(self, host: str, path: str) -> tuple[Rule, str] | None:
+        """A service's path entry covering host + path, with the service's id; None when none does."""
+        rule = self.paths.match(host, path) if self.paths.by_host else None
+        return (rule, rule.id.partition("#")[0]) if rule is not None else None
+
+    def apply_to(self, categories: CategoryIndex) -> None:
+        """Make the lists agree with the catalogue: each service's entries in its category, overrides' drops out."""
+        for category, entries in self.dropped.items():
+            categories.discard(category, entries)
+        for service in self.active():
+            categories.add(service.category, service.entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +308,16 @@ class PolicyState:
     rules: RuleIndex = field(default_factory=RuleIndex)
     directory: Directory = field(default_factory=Directory)
     exemptions: tuple[Exemption, ...] = ()
+    services: ServiceCatalogue = field(default_factory=ServiceCatalogue)
+
+    def match_listed(self, host: str, path: str) -> tuple[CategoryMatch, str | None]:
+        """What the lists say of host + path: a service's path entry on a shared host (with that service), else
+        the most specific list entry (its service, when wanted, is `services.service_of`)."""
+        shared = self.services.path_rule(host, path)
+        if shared is None:
+            return self.categories.match(host), None
+        rule, service = shared
+        return CategoryMatch(rule.describe(), frozenset((rule.category or "",))), service
 
     def candidates(self, user: str | None, client_ip: str | None) -> list[Approval]:
         return self.approvals.candidates(user, self.directory.person(user), client_ip)

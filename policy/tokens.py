@@ -2,8 +2,9 @@
 
 The portal must not believe a user name the browser sends. The block page is produced by Clearance from the
 proxy's authenticated identity, so it carries a short-lived token signed with a server secret that binds the
-user, the client address, the category and the host of the blocked request. The portal accepts a request for
-access only with a valid, unexpired token, and takes the identity from the token, never from a form field.
+user, the client address, the category, the host and the catalogue service (if the host is one's) of the
+blocked request. The portal accepts a request for access only with a valid, unexpired token, and takes the
+identity from the token, never from a form field.
 
 Format: `base64url(json payload) . base64url(HMAC-SHA256(secret, payload))`.
 """
@@ -31,6 +32,11 @@ class RequestClaim:
     host: str
     expires_at: int  # Unix seconds
     nonce: str = ""
+    # The catalogue service of the blocked host, and its names as the block page showed them. A token signed
+    # before services existed has none: it stays readable, and its request asks for the category.
+    service: str = ""
+    service_en: str = ""
+    service_zh: str = ""
 
 
 def _b64(data: bytes) -> str:

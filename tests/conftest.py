@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,15 +54,47 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
 def config_file(tmp_path: Path) -> Path:
     """A minimal config for tests: JSON logs, default lists not auto-loaded."""
     path = tmp_path / "clearance.yaml"
-    path.write_text(
+    path.write_text(cli_config_text(), encoding="utf-8")
+    return path
+
+
+def cli_config_text(load_default_lists: bool = False) -> str:
+    """The tests' CLI config: JSON logs, grants without a directory; the shipped catalogue only when asked for."""
+    return (
         "organisation:\n  name_en: Test Department\n  name_zh: 測試部門\n"
-        "policy:\n  load_default_lists: false\n"
+        f"policy:\n  load_default_lists: {'true' if load_default_lists else 'false'}\n"
         # Most tests grant without a directory; tests of the approval rules use their own config.
         "approvals:\n  require_department_head: false\n  min_justification_chars: 0\n"
-        "logging:\n  format: json\n",
-        encoding="utf-8",
+        "logging:\n  format: json\n"
     )
-    return path
+
+
+@dataclass(frozen=True)
+class Served:
+    """A module's own Redis and `clearance serve` (`serving`): where they are and how to reach them."""
+
+    redis_url: str
+    env: dict[str, str]
+    port: int
+    log: Path
+
+
+@contextmanager
+def serving(base: Path, config: Path, config_text: str) -> Iterator[Served]:
+    """A real Redis and a real `clearance serve` on free ports, listening before this yields; both stopped after.
+
+    For stacks a whole module shares (Squid in front): Squid must not ask for OPTIONS before the server listens.
+    """
+    with running_redis(base / "redis") as redis_url:
+        env = clearance_env(redis_url, config)
+        port = free_port()
+        log = base / "serve.log"
+        server = spawn_server(serve_command(port, config_text), env, log)
+        try:
+            wait_for_port(port)
+            yield Served(redis_url, env, port, log)
+        finally:
+            fail_on_survivors({"clearance serve": stop_group(server)})
 
 
 def clearance_env(redis_url: str, config: Path) -> dict[str, str]:

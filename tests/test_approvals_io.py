@@ -221,9 +221,9 @@ def test_export_import_export_round_trips_exactly(
 
     header, *rows = list(csv.reader(io.StringIO(csv_text)))
     assert header == ["id", "subject_kind", "subject", "category", "host", "department", "approver", "justification",
-                      "created_by", "created_at", "valid_from", "valid_until", "review_due", "ticket", "status",
-                      "revoked_by", "revoked_at", "revoke_reason", "suspended_by", "suspended_at", "suspend_reason",
-                      "reviews", "seal"]  # fmt: skip
+                      "created_by", "created_at", "valid_from", "valid_until", "review_due", "ticket", "service",
+                      "status", "revoked_by", "revoked_at", "revoke_reason", "suspended_by", "suspended_at",
+                      "suspend_reason", "reviews", "seal"]  # fmt: skip
     assert [row[0] for row in rows] == ["A1", "A2", "A3", "A4", "A5", "A6", "A40"]
     assert [json.loads(line.rstrip(","))["id"] for line in json_text.splitlines()[1:-1]] == [row[0] for row in rows]
 
@@ -356,7 +356,7 @@ def test_file_level_errors(cli: CLI, sync_redis: redis.Redis, tmp_path: Path) ->
     result = cli("approvals", "import", str(records), check=False)
     assert result.stderr.splitlines()[:2] == [
         f"{records}:item 1: id: 'B7' is not an approval id (A followed by a number)",
-        f"{records}:item 2: give exactly one scope: category or host",
+        f"{records}:item 2: give exactly one scope: category, service or host",
     ]
     assert sync_redis.dbsize() == 0
 

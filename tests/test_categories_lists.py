@@ -1,8 +1,9 @@
 import pytest
 
-from policy.categories import ListError, default_list, parse_host_list
+from policy.categories import ListError, parse_host_list
+from policy.services import default_list, shipped_catalogue
 
-SHIPPED_LISTS = ("webmail", "cloud-storage", "web-im")  # policy/data/*.txt
+SHIPPED_LISTS = ("webmail", "cloud-storage", "web-im")  # policy/data/services/*.yaml
 
 
 def test_parse_host_list_comments_blank_lines_and_wildcards() -> None:
@@ -28,10 +29,7 @@ def test_bad_line_names_its_number(bad: str) -> None:
 def test_default_lists_have_thirty_services_and_valid_hosts(category: str) -> None:
     hosts = default_list(category)
     assert len(hosts) == len(set(hosts))
-    from importlib import resources
-
-    text = resources.files("policy").joinpath("data", f"{category}.txt").read_text(encoding="utf-8")
-    services = [line for line in text.splitlines() if line.startswith("# ")]
+    services = [service for service in shipped_catalogue() if service.category == category]
     assert len(services) >= 30, f"{category} lists {len(services)} services"
 
 

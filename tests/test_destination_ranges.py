@@ -14,13 +14,13 @@ import pytest
 from policy.categories import (
     NOT_A_RANGE,
     ListError,
-    default_list,
     lookup_keys,
     parse_host_entry,
     parse_host_list,
     parse_list_entry,
 )
 from policy.hosts import request_host
+from policy.services import default_list
 from policy.sources.lines import parse_line
 from policy.state import CategoryIndex
 from tests.conftest import CLI, ServerHandle, StartServer

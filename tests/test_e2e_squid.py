@@ -22,12 +22,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import clearance_env, fail_on_survivors, serve_command, spawn_server
+from tests.conftest import serving
 from tests.support.icap_client import wait_until_synced
-from tests.support.net import free_port, wait_for_port
 from tests.support.origin import OriginServer
-from tests.support.processes import stop_group
-from tests.support.redis_server import running_redis
 from tests.support.requirements import require_program
 from tests.support.squid import CurlResult, SquidProxy
 from tests.support.waiting import wait_until
@@ -124,17 +121,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("e2e")
     config = base / "clearance.yaml"
     config.write_text(CONFIG, encoding="utf-8")
-    with running_redis(base / "redis") as redis_url:
-        env = clearance_env(redis_url, config)
-        port = free_port()
-        serve_log = base / "serve.log"
-        server = spawn_server(serve_command(port, CONFIG), env, serve_log)
-        try:
-            wait_for_port(port)  # Squid must not ask for OPTIONS before the server listens
-            with OriginServer() as origin, SquidProxy(port, HOSTNAMES, base / "squid") as squid:
-                yield Stack(redis_url, env, serve_log, origin, squid, port)
-        finally:
-            fail_on_survivors({"clearance serve": stop_group(server)})
+    with (
+        serving(base, config, CONFIG) as served,
+        OriginServer() as origin,
+        SquidProxy(served.port, HOSTNAMES, base / "squid") as squid,
+    ):
+        yield Stack(served.redis_url, served.env, served.log, origin, squid, served.port)
 
 
 @pytest.fixture

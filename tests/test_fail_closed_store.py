@@ -33,6 +33,7 @@ SERVE = (
     "logging:\n  format: json\n"
 )
 LISTED = "https://mail.google.com/"
+STORE_ONLY = "https://mail.store-only.example/"  # in no shipped service: only ever in the store
 GRANT = ("approvals", "grant", "--user", "alice", "--category", "webmail", "--days", "1",
          "--approver", "head", "--reason", "after the reset")  # fmt: skip
 
@@ -226,8 +227,13 @@ def test_store_reset_is_audited_and_the_workers_follow_it(
     assert "new epoch" in run_cli(redis_url, admin_config, "store", "reset", "--yes")
     wait_until(lambda: all_say(server, "alice", "block"), timeout=2, what="both workers to drop the approval")
     assert all_say(server, "bob", "block")  # the default lists, loaded again
+    run_cli(redis_url, admin_config, "categories", "add", "webmail", "mail.store-only.example")
+    wait_until(lambda: all_say(server, "bob", "block", url=STORE_ONLY), timeout=2, what="the added entry")
     run_cli(redis_url, admin_config, "store", "reset", "--yes", "--no-defaults")
-    wait_until(lambda: all_say(server, "bob", "pass"), timeout=2, what="both workers to adopt the empty store")
+    wait_until(lambda: all_say(server, "bob", "pass", url=STORE_ONLY), timeout=2, what="the workers to adopt it")
+    # The shipped catalogue comes with the code, not the store: it blocks whatever the store holds
+    # (`policy.load_default_lists: false` is how to run without it).
+    assert all_say(server, "bob", "block")
     actions = audit_actions(redis_url)
     assert actions.count("store-reset") == 2 and "grant" in actions  # the history survives a reset
     status = run_cli(redis_url, admin_config, "store", "status")
@@ -236,9 +242,9 @@ def test_store_reset_is_audited_and_the_workers_follow_it(
     assert resets and all(line["level"] == "warning" and line["deliberate"] for line in resets)
 
 
-def all_say(server: ServerHandle, user: str, expected: str, probes: int = 8) -> bool:
+def all_say(server: ServerHandle, user: str, expected: str, probes: int = 8, url: str = LISTED) -> bool:
     """Fresh connections, spread over the workers by the kernel, all give the expected verdict."""
-    return all(verdict(server.port, user) == expected for _ in range(probes))
+    return all(verdict(server.port, user, url) == expected for _ in range(probes))
 
 
 def cli_error(url: str, config: Path, *args: str) -> str:

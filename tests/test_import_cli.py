@@ -34,8 +34,9 @@ def host_list(path: Path, prefix: str, count: int) -> Path:
     return write(path, "".join(f"{prefix}{index}.gen-{prefix}.example\n" for index in range(count)))
 
 
-def live_members(client: redis.Redis, category: str) -> set[str]:
-    generation = str(client.hget(f"{PREFIX}categories", category))
+def live_members(client: redis.Redis, category: str, source: str) -> set[str]:
+    """The entries of one source's live list of a category (`lists`: `{category}:{source}` -> generation)."""
+    generation = str(client.hget(f"{PREFIX}lists", f"{category}:{source}"))
     return {str(member) for member in client.smembers(f"{PREFIX}cat:{category}:{generation}")}
 
 
@@ -45,8 +46,14 @@ def category_keys(client: redis.Redis, include_retired: bool = True) -> set[str]
 
 
 def live_keys(client: redis.Redis) -> set[str]:
-    generations: dict[str, str] = client.hgetall(f"{PREFIX}categories")  # type: ignore[assignment]
-    return {f"{PREFIX}cat:{name}:{generation}" for name, generation in generations.items()}
+    generations: dict[str, str] = client.hgetall(f"{PREFIX}lists")  # type: ignore[assignment]
+    return {f"{PREFIX}cat:{name.partition(':')[0]}:{generation}" for name, generation in generations.items()}
+
+
+def stats(cli: CLI) -> list[str]:
+    """`categories stats`, its category lines only (`CATEGORY<TAB>N`; each source's line is indented)."""
+    lines = cli("categories", "stats").stdout.splitlines()
+    return [word for line in lines if not line.startswith(" ") for word in line.split()]
 
 
 def lookup(cli: CLI, host: str) -> str:
@@ -100,7 +107,7 @@ def test_ut1_tree_imports_with_the_default_mapping(cli: CLI, tmp_path: Path, syn
     assert lookup(cli, "im.example") == "im.example: web-im (list entry im.example)"
     assert "no category" in lookup(cli, "adult.example")
     assert "no category" in lookup(cli, "portal.example")  # only a path of it was listed
-    assert cli("categories", "stats").stdout.split() == ["cloud-storage", "4", "web-im", "2", "webmail", "4"]
+    assert stats(cli) == ["cloud-storage", "4", "web-im", "2", "webmail", "4"]
     assert not category_keys(sync_redis) - live_keys(sync_redis)
 
 
@@ -108,11 +115,11 @@ def test_map_option_and_config_only_mapped(cli: CLI, tmp_path: Path, config_file
     tree = ut1_tree(tmp_path)
     out = cli("categories", "import", str(tree), "--map", "adult=adult", "--map", "chat=webmail").stdout
     assert "not imported" not in out
-    assert cli("categories", "stats").stdout.split() == ["adult", "2", "cloud-storage", "4", "webmail", "6"]
+    assert stats(cli) == ["adult", "2", "cloud-storage", "4", "webmail", "6"]
     with config_file.open("a", encoding="utf-8") as config:
         config.write("import:\n  category_map: {}\n  only_mapped: false\n")
     cli("categories", "import", str(tree), "--replace")
-    assert cli("categories", "stats").stdout.split() == [
+    assert stats(cli) == [
         "adult", "2", "chat", "2", "cloud-storage", "4", "filehosting", "4", "webmail", "4",
     ]
 
@@ -126,12 +133,12 @@ def observe(client: redis.Redis, samples: list[str]) -> tuple[int, int, int, tup
     WATCH/MULTI: if the live generation moves between reading it and reading its set, the read is retried,
     so the observation is of one generation, as a reader that takes the generation and its set together sees.
     """
-    categories = f"{PREFIX}categories"
+    lists = f"{PREFIX}lists"
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
-                pipe.watch(categories)  # type: ignore[no-untyped-call]
-                generation = int(pipe.hget(categories, "webmail"))  # type: ignore[arg-type]
+                pipe.watch(lists)  # type: ignore[no-untyped-call]
+                generation = int(pipe.hget(lists, "webmail:lists"))  # type: ignore[arg-type]
                 handed_out = int(pipe.get(f"{PREFIX}gen:seq"))  # type: ignore[arg-type]
                 pipe.multi()
                 key = f"{PREFIX}cat:webmail:{generation}"
@@ -147,7 +154,8 @@ def test_replace_is_atomic_for_concurrent_readers(
     cli: CLI, tmp_path: Path, redis_url: str, sync_redis: redis.Redis
 ) -> None:
     count = 50_000
-    cli("categories", "import", str(host_list(tmp_path / "a.txt", "a", count)), "--category", "webmail")
+    source = ("--category", "webmail", "--source", "lists")  # both files are one source: B replaces A
+    cli("categories", "import", str(host_list(tmp_path / "a.txt", "a", count)), *source)
     samples_a = [f"a{index}.gen-a.example" for index in range(0, count, count // 10)]
     samples_b = [f"b{index}.gen-b.example" for index in range(0, count, count // 10)]
     all_a = (1,) * len(samples_a) + (0,) * len(samples_b)
@@ -168,7 +176,7 @@ def test_replace_is_atomic_for_concurrent_readers(
     thread.start()
     try:
         path_b = host_list(tmp_path / "b.txt", "b", count)
-        out = cli("categories", "import", str(path_b), "--category", "webmail", "--replace").stdout
+        out = cli("categories", "import", str(path_b), *source, "--replace").stdout
     finally:
         done.set()
         thread.join(timeout=30)
@@ -182,7 +190,7 @@ def test_replace_is_atomic_for_concurrent_readers(
     assert any(handed_out > generation for generation, handed_out, _, _ in seen_a), "no read while B was staged"
     first_b = observations.index(seen_b[0])
     assert all(o[3] == all_b for o in observations[first_b:])  # and it never flips back
-    assert live_members(sync_redis, "webmail") == {f"b{index}.gen-b.example" for index in range(count)}
+    assert live_members(sync_redis, "webmail", "lists") == {f"b{index}.gen-b.example" for index in range(count)}
     retired = category_keys(sync_redis) - live_keys(sync_redis)  # generation A expires shortly after the switch
     assert len(retired) == 1 and all(0 < int(sync_redis.ttl(key)) <= 300 for key in retired)
     assert all(int(sync_redis.ttl(key)) == -1 for key in live_keys(sync_redis))
@@ -193,9 +201,9 @@ def test_replace_is_atomic_for_concurrent_readers(
 
 def snapshot(client: redis.Redis) -> tuple[dict[str, str], str | None, set[str], set[str]]:
     return (
-        client.hgetall(f"{PREFIX}categories"),  # type: ignore[return-value]
+        client.hgetall(f"{PREFIX}lists"),  # type: ignore[return-value]
         client.get(f"{PREFIX}policy:version"),
-        live_members(client, "webmail"),
+        live_members(client, "webmail", "a"),  # a.txt's list: the source `a`
         category_keys(client),
     )
 
@@ -274,17 +282,21 @@ def test_bad_csv_row_writes_nothing(cli: CLI, tmp_path: Path, sync_redis: redis.
 # ---- (4) merge, (5) dry run, (6) a bad plain-list row -----------------------------------------------------
 
 
-def test_merge_keeps_existing_entries_and_replace_drops_them(cli: CLI, tmp_path: Path) -> None:
-    cli("categories", "add", "webmail", "old.example")
-    csv_path = write(tmp_path / "new.csv", "host,category\nnew.example,webmail\nold.example,webmail\n")
-    out = cli("categories", "import", str(csv_path)).stdout
-    assert out.splitlines()[1].split()[:4] == ["webmail", "2", "1", "2"]
-    assert "(merged)" in out
+def test_merge_keeps_existing_entries_and_replace_drops_only_that_sources(cli: CLI, tmp_path: Path) -> None:
+    cli("categories", "add", "webmail", "old.example")  # the admin source
+    csv_path = write(tmp_path / "new.csv", "host,category\nnew.example,webmail\nstale.example,webmail\n")
+    out = cli("categories", "import", str(csv_path)).stdout  # the source `new` (the file's stem)
+    assert out.splitlines()[1].split()[:4] == ["webmail", "2", "0", "2"]  # the source's entries: now, before, read
+    assert "(merged) as source new: 2 added, 0 removed" in out
+    write(csv_path, "host,category\nnew.example,webmail\n")
+    out = cli("categories", "import", str(csv_path), "--replace").stdout
+    assert "(replaced) as source new: 0 added, 1 removed" in out
+    assert "no category" in lookup(cli, "stale.example")  # the source's stale entry went
     assert "webmail" in lookup(cli, "old.example") and "webmail" in lookup(cli, "new.example")
     listing = write(tmp_path / "list.txt", "newest.example\n")
-    cli("categories", "import", str(listing), "--category", "webmail", "--replace")
-    assert "no category" in lookup(cli, "old.example")
-    assert cli("categories", "stats").stdout.split() == ["webmail", "1"]
+    cli("categories", "import", str(listing), "--category", "webmail", "--replace")  # source `list`: others stay
+    assert "webmail" in lookup(cli, "old.example") and "webmail" in lookup(cli, "new.example")
+    assert stats(cli) == ["webmail", "3"]
 
 
 def test_dry_run_writes_nothing(cli: CLI, tmp_path: Path, sync_redis: redis.Redis) -> None:

@@ -13,9 +13,10 @@ import pytest
 import redis
 
 from icap_server.service.sync import PolicySync
-from policy.categories import PROTECTED, default_list, protected_entries, protecting_entry
+from policy.categories import PROTECTED, protected_entries, protecting_entry
 from policy.decision import DecisionSettings, Reason, RequestFacts, judge
 from policy.rules import Rule, RuleIndex
+from policy.services import default_list
 from policy.sources.formats import open_source
 from policy.sources.lists import CategoryMap, Tally, scan
 from policy.state import PolicyState

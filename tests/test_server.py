@@ -145,7 +145,9 @@ def test_default_lists_load_on_first_start_only(start_icap_server: StartServer, 
     assert any(line.get("event") == "default_lists_loaded" for line in server.log_lines())
     assert "webmail" in cli("categories", "lookup", "https://mail.google.com/").stdout
     assert "web-im" in cli("categories", "lookup", "web.whatsapp.com").stdout
-    stats = dict(line.split("\t") for line in cli("categories", "stats").stdout.splitlines())
+    lines = cli("categories", "stats").stdout.splitlines()  # sources are the indented lines
+    stats = dict(line.split("\t") for line in lines if not line.startswith(" "))
+    assert {line.split("\t")[0].strip() for line in lines if line.startswith(" ")} == {"curated"}
     assert set(stats) == {"webmail", "cloud-storage", "web-im"} and all(int(n) >= 30 for n in stats.values())
     assert server.stop() == []
     again = start_icap_server("logging:\n  format: json\n")

@@ -14,16 +14,16 @@ def test_merge_import_keeps_hosts_added_while_it_was_staging(redis_url: str, syn
     async def scenario() -> set[str]:
         store = PolicyStore.from_url(redis_url)
         try:
-            await store.add_hosts("webmail", ["old.example"])
-            generation = (await store.generations())["webmail"]
+            await store.import_categories({"webmail": [["old.example"]]}, replace=False, source="lists")
+            generation = (await store.list_generations())[("webmail", "lists")]
 
             def batches() -> Iterator[list[str]]:
                 yield ["new1.example"]
-                # Someone adds a host to the live list while the import is staging.
+                # Something writes to the source's live list while the import is staging.
                 sync_redis.sadd(f"clearance:cat:webmail:{generation}", "late.example")
                 yield ["new2.example"]
 
-            await store.import_categories({"webmail": batches()}, replace=False)
+            await store.import_categories({"webmail": batches()}, replace=False, source="lists")
             state = await store.load_state()
             return {entry for entry, cats in state.categories.entries.items() if "webmail" in cats}
         finally:
@@ -36,11 +36,11 @@ def test_a_reader_holding_the_old_generation_still_finds_its_entries(redis_url: 
     async def scenario() -> tuple[int, int]:
         store = PolicyStore.from_url(redis_url)
         try:
-            await store.add_hosts("webmail", [f"a{index}.example" for index in range(100)])
-            old = await store.generations()
+            await store.import_categories({"webmail": [[f"a{index}.example" for index in range(100)]]}, replace=True)
+            old = (await store.list_generations())[("webmail", "import")]
             await store.import_categories({"webmail": [[f"b{index}.example" for index in range(50)]]}, replace=True)
             # A reader that fetched the generation number just before the switch reads the old set now.
-            stale = [entry async for batch in store.category_entries("webmail", old["webmail"]) for entry in batch]
+            stale = [entry async for batch in store.category_entries("webmail", old) for entry in batch]
             fresh = await store.load_state()
             return len(stale), len(fresh.categories)
         finally:

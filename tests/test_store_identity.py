@@ -56,7 +56,7 @@ def test_of_many_processes_initialising_one_store_one_wins(redis_url: str, sync_
     assert len(winners) == 1 and winners[0].seeded == {"webmail": 2, "web-im": 1}
     actions = audit_actions(sync_redis)
     assert actions == ["store-initialise"]
-    generation = str(sync_redis.hget("clearance:categories", "webmail"))
+    generation = str(sync_redis.hget("clearance:lists", "webmail:curated"))  # the seed is the curated source
     assert sync_redis.smembers(f"clearance:cat:webmail:{generation}") == {"mail.example", "webmail.example"}
 
 
@@ -73,7 +73,7 @@ def test_a_store_from_before_epochs_keeps_its_lists(redis_url: str, sync_redis: 
 
     result = asyncio.run(scenario())
     assert result is not None and result.seeded == {}
-    assert sync_redis.hkeys("clearance:categories") == ["webmail"]
+    assert sync_redis.hkeys("clearance:lists") == ["webmail:admin"]
 
 
 def test_a_reset_keeps_the_history_the_counters_and_the_secret(redis_url: str, sync_redis: redis.Redis) -> None:
@@ -97,7 +97,7 @@ def test_a_reset_keeps_the_history_the_counters_and_the_secret(redis_url: str, s
     change, status = asyncio.run(scenario())
     assert isinstance(change, StoreReset) and status.epoch is not None and change.epoch == status.epoch.id
     assert status.epoch.origin == "reset" and status.entries == {} and status.people == 0
-    assert not sync_redis.exists("clearance:rules", "clearance:directory", "clearance:categories")
+    assert not sync_redis.exists("clearance:rules", "clearance:directory", "clearance:categories", "clearance:lists")
     assert sync_redis.get("clearance:portal:secret") == "s3cret" and sync_redis.get("clearance:approval:seq") == "41"
     actions = audit_actions(sync_redis)
     assert actions[0] == "store-initialise" and actions[-1] == "store-reset" and "directory-load" in str(actions)

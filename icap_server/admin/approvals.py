@@ -25,6 +25,7 @@ from icap_server.admin.support import (
     local_time,
     print_fields,
     print_table,
+    store_approval_rules,
 )
 from icap_server.config import Config
 from policy.approvals import Approval, State, SubjectKind
@@ -74,7 +75,8 @@ def _register_grant(approvals: Commands) -> None:
     subject.add_argument("--network", metavar="CIDR", help="a client network, e.g. a lab: 10.20.30.0/24")
     scope = grant.add_mutually_exclusive_group(required=True)
     scope.add_argument("--category", help="a restricted category, e.g. webmail")
-    scope.add_argument("--host", help="one service only, e.g. web.whatsapp.com")
+    scope.add_argument("--service", help="one service, every host of it (web, media, desktop), e.g. whatsapp")
+    scope.add_argument("--host", help="one host (and its subdomains) only, e.g. web.whatsapp.com")
     until = grant.add_mutually_exclusive_group(required=True)
     until.add_argument("--until", metavar="YYYY-MM-DD", help="last day of validity (inclusive, local time)")
     until.add_argument("--days", type=int, metavar="N", help="valid for N days from the start")
@@ -135,10 +137,11 @@ def approvals_grant(args: argparse.Namespace, config: Config) -> StoreAction:
         valid_until=valid_until,
         department=args.owner_department,
         ticket=args.ticket,
+        service=args.service,
     )
-    rules = approval_rules(config)
 
     async def action(store: PolicyStore) -> int:
+        rules = await store_approval_rules(config, store)
         try:
             checked = build_approval(spec, now, await store.load_directory(), rules)
         except LifecycleError as error:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from icap_server.admin.support import Commands, StoreAction, UsageError, approval_rules, reading
+from icap_server.admin.support import Commands, StoreAction, UsageError, reading, store_approval_rules
 from icap_server.config import Config
 from icap_server.portal.links import portal_secret
 from policy.approvals import Approval
@@ -95,9 +95,8 @@ def approvals_import(args: argparse.Namespace, config: Config) -> StoreAction:
         raise UsageError(str(error)) from None
     context = GrantContext(config.identity, ZoneInfo(config.policy.timezone), args.actor, datetime.now(UTC))
     checked = check_rows(rows, context)  # structure first, before any connection
-    rules = approval_rules(config)
-
     async def action(store: PolicyStore) -> int:
+        rules = await store_approval_rules(config, store)
         directory = IndexedDirectory((await store.load_directory()).people)
         grants, rule_problems = build_grants(checked.grants, context.now, directory, rules)
         key = await export_key(config, store) if checked.records else b""

@@ -1,7 +1,8 @@
 """`clearance audit` (the audit trail) and `clearance report` (what each department head should look at).
 
 Both read the store and hand plain values to `policy.report`; this module only parses options and renders:
-rich tables on a terminal, plain aligned text when piped, or CSV / JSON on request.
+rich tables on a terminal, plain aligned text when piped, or CSV / JSON on request. The report counts active
+approvals by service as well as by scope, and `audit --by-service` counts grants and revocations by service.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from icap_server.admin.services import catalogue as service_catalogue
 from icap_server.admin.support import (
     Commands,
     StoreAction,
@@ -35,10 +37,15 @@ from policy.report import (
     DepartmentReport,
     Listed,
     Report,
+    ServiceKey,
+    active_by_service,
     build_report,
     change_summary,
+    count_by_service,
     parse_side,
+    service_key,
 )
+from policy.state import ServiceCatalogue
 from policy.store import PolicyStore
 
 FORMATS = ("table", "csv", "json")
@@ -57,6 +64,9 @@ def register(commands: Commands) -> None:
         help="only this action, e.g. grant, revoke, review-keep; a prefix before '-' matches all: review, rule",
     )
     audit.add_argument("--format", choices=FORMATS, default="table", help="default: table")
+    audit.add_argument(
+        "--by-service", action="store_true", help="count the entries' grants and revocations per service instead"
+    )
     audit.set_defaults(handler=audit_command)
 
     report = commands.add_parser("report", help="per department: active, expiring, overdue, unused, revoked")
@@ -143,6 +153,9 @@ def audit_command(args: argparse.Namespace, config: Config) -> StoreAction:
         departments = (entry.get("department", "") for entry in every)
         check_department(args.department, await store.load_directory(), departments)
         entries = [entry for entry in every if wanted(entry)]
+        if args.by_service:
+            render_tallies(entries, args.format)
+            return 0
         render_audit(entries, zone, args.format, _console() if args.format == "table" else None)
         return 0
 
@@ -201,6 +214,20 @@ def render_audit(entries: Sequence[dict[str, str]], zone: ZoneInfo, form: str, c
         print_table(table)
 
 
+def render_tallies(entries: Sequence[dict[str, str]], form: str) -> None:
+    """`audit --by-service`: grants and revocations per service (then per category or host)."""
+    tallies = count_by_service(entries)
+    if form == "json":
+        records = [{"scope": item.label, "grants": item.grants, "revokes": item.revokes} for item in tallies]
+        print(json.dumps(records, ensure_ascii=False, indent=2))
+        return
+    rows = [[item.label, str(item.grants), str(item.revokes)] for item in tallies]
+    if form == "csv":
+        _write_csv([["scope", "grants", "revokes"], *rows])
+    else:
+        print_table([["SCOPE", "GRANTS", "REVOKES"], *rows])
+
+
 # ---- report -----------------------------------------------------------------------------------
 
 
@@ -223,7 +250,8 @@ def report_command(args: argparse.Namespace, config: Config) -> StoreAction:
             config.approvals.on_review_overdue,
             args.department,
         )
-        render_report(result, zone, args.format, _console() if args.format == "table" else None)
+        services = await service_catalogue(config, store)
+        render_report(result, zone, args.format, _console() if args.format == "table" else None, services)
         return 0
 
     return action
@@ -245,11 +273,26 @@ CSV_COLUMNS = (
     "last_used",
     "revoked_at",
     "revoked_by",
+    "service",
+    "service_name_en",
+    "service_name_zh",
+    "service_category",
 )
 
 
-def listed_record(item: Listed, zone: ZoneInfo) -> dict[str, Any]:
+def key_record(key: ServiceKey) -> dict[str, Any]:
+    """The service an approval is counted under (None, and the category, for a category approval)."""
+    return {
+        "service": key.service,
+        "service_name_en": key.name_en or None,
+        "service_name_zh": key.name_zh or None,
+        "service_category": key.category,
+    }
+
+
+def listed_record(item: Listed, zone: ZoneInfo, services: ServiceCatalogue | None = None) -> dict[str, Any]:
     approval = item.approval
+    key = service_key(approval, services or ServiceCatalogue())
     return {
         "id": approval.id,
         "subject_kind": str(approval.subject_kind),
@@ -264,11 +307,12 @@ def listed_record(item: Listed, zone: ZoneInfo) -> dict[str, Any]:
         "last_used": _iso(item.last_used, zone),
         "revoked_at": _iso(approval.revoked_at, zone),
         "revoked_by": approval.revoked_by,
+        **key_record(key),
     }
 
 
-def report_record(result: Report, zone: ZoneInfo) -> dict[str, Any]:
-    """The report as JSON: per department, the five sections (active as counts per scope with their ids)."""
+def report_record(result: Report, zone: ZoneInfo, services: ServiceCatalogue) -> dict[str, Any]:
+    """The report as JSON: per department, the five sections (active as counts per scope, and per service)."""
     departments = []
     for department in result.departments:
         entry: dict[str, Any] = {
@@ -276,9 +320,13 @@ def report_record(result: Report, zone: ZoneInfo) -> dict[str, Any]:
             "active": [
                 {"scope": item.scope, "count": item.count, "ids": list(item.ids)} for item in department.active_by_scope
             ],
+            "active_by_service": [
+                {**key_record(item.key), "count": item.count, "ids": list(item.ids)}
+                for item in active_by_service(department, services)
+            ],
         }
         for name in SECTIONS[1:]:
-            entry[name] = [listed_record(item, zone) for item in department.section(name)]
+            entry[name] = [listed_record(item, zone, services) for item in department.section(name)]
         departments.append(entry)
     return {
         "generated_at": _iso(result.now, zone),
@@ -287,16 +335,23 @@ def report_record(result: Report, zone: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def render_report(result: Report, zone: ZoneInfo, form: str, console: Console | None) -> None:
+def render_report(
+    result: Report, zone: ZoneInfo, form: str, console: Console | None, services: ServiceCatalogue | None = None
+) -> None:
+    services = services or ServiceCatalogue()
     if form == "json":
-        print(json.dumps(report_record(result, zone), ensure_ascii=False, indent=2))
+        print(json.dumps(report_record(result, zone, services), ensure_ascii=False, indent=2))
         return
     if form == "csv":
         rows: list[list[Any]] = [list(CSV_COLUMNS)]
         for department in result.departments:
             for name in SECTIONS:
                 for item in department.section(name):
-                    record = {"department": department.department, "section": name, **listed_record(item, zone)}
+                    record = {
+                        "department": department.department,
+                        "section": name,
+                        **listed_record(item, zone, services),
+                    }
                     rows.append(["" if record[column] is None else record[column] for column in CSV_COLUMNS])
         _write_csv(rows)
         return
@@ -311,7 +366,19 @@ def render_report(result: Report, zone: ZoneInfo, form: str, console: Console | 
     if not result.departments:
         print("nothing to report")
     for department in result.departments:
-        _render_department(department, zone, console)
+        _render_department(department, zone, console, services)
+
+
+def service_rows(department: DepartmentReport, services: ServiceCatalogue) -> list[list[str]]:
+    """The active approvals per service: id, both names, category, how many, which."""
+    rows = [["SERVICE", "NAME", "NAME (ZH)", "CATEGORY", "APPROVALS", "IDS"]]
+    for item in active_by_service(department, services):
+        key = item.key
+        rows.append(
+            [key.service or key.label, key.name_en or "-", key.name_zh or "-", key.category or "-", str(item.count),
+             " ".join(item.ids)]
+        )  # fmt: skip
+    return rows
 
 
 def section_rows(department: DepartmentReport, name: str, zone: ZoneInfo) -> list[list[str]]:
@@ -351,15 +418,18 @@ def section_rows(department: DepartmentReport, name: str, zone: ZoneInfo) -> lis
     return rows
 
 
-def _render_department(department: DepartmentReport, zone: ZoneInfo, console: Console | None) -> None:
+def _render_department(
+    department: DepartmentReport, zone: ZoneInfo, console: Console | None, services: ServiceCatalogue
+) -> None:
     title = f"Department {department.department}"
     if console is not None:
         console.rule(Text(title, style="bold"))
     else:
         print(f"\n== {title} ==")
-    for name in SECTIONS:
-        rows = section_rows(department, name, zone)
-        label = SECTION_TITLES[name]
+    for name in (SECTIONS[0], "by_service", *SECTIONS[1:]):
+        by_service = name == "by_service"
+        rows = service_rows(department, services) if by_service else section_rows(department, name, zone)
+        label = "Active approvals by service" if by_service else SECTION_TITLES[name]
         if len(rows) == 1:
             if console is not None:
                 console.print(Text(f"{label}: none", style="dim"))
@@ -371,4 +441,3 @@ def _render_department(department: DepartmentReport, zone: ZoneInfo, console: Co
         else:
             print(f"\n{label}:")
             print_table(rows)
-

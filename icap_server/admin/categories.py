@@ -1,29 +1,41 @@
 """`clearance categories …`: the category lists: add hosts, load a list file, look a host up, count, import.
 
-`categories import` (bulk third-party lists) is its own module, `icap_server.admin.imports`.
+`categories import` (bulk third-party lists) is its own module, `icap_server.admin.imports`, and
+`categories update` (the UT1 archive, fetched) is `icap_server.admin.updates`. `add` and `load` write the
+`admin` source; `stats` counts each category and each of its sources.
 """
 
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from icap_server.admin import imports
-from icap_server.admin.support import Commands, StoreAction, UsageError, add_group, checked_category, reading
+from icap_server.admin import imports, updates
+from icap_server.admin.support import (
+    Commands,
+    StoreAction,
+    UsageError,
+    add_group,
+    checked_category,
+    local_time,
+    reading,
+)
 from icap_server.config import Config
+from icap_server.service.explain import served_state
 from icap_server.service.sync import protected
 from policy.categories import (
     PROTECTED,
-    CategoryMatch,
     ListError,
     entry_problem,
     parse_host_list,
     parse_list_entry,
     protecting_entry,
 )
-from policy.hosts import request_host
-from policy.state import CategoryIndex
+from policy.hosts import request_host, request_path
 from policy.store import PolicyStore
+from policy.store.categories import SourceInfo
 
 
 def register(commands: Commands) -> None:
@@ -39,10 +51,15 @@ def register(commands: Commands) -> None:
     lookup = categories.add_parser("lookup", help="show which list entry and categories govern a URL or host")
     lookup.add_argument("url")
     lookup.set_defaults(handler=categories_lookup)
-    categories.add_parser("stats", help="entries per category").set_defaults(handler=categories_stats)
-    importing = categories.add_parser("import", help="import UT1 / squidGuard trees, host,category CSV or host lists")
+    categories.add_parser("stats", help="entries per category and per source").set_defaults(handler=categories_stats)
+    importing = categories.add_parser(
+        "import", help="import UT1 / squidGuard trees or archives, host,category CSV or host lists"
+    )
     imports.add_arguments(importing)
     importing.set_defaults(handler=imports.categories_import)
+    update = categories.add_parser("update", help="fetch the UT1 archive and make it the ut1 source")
+    updates.add_arguments(update)
+    update.set_defaults(handler=updates.categories_update)
 
 
 def categories_add(args: argparse.Namespace, config: Config) -> StoreAction:
@@ -95,36 +112,58 @@ def categories_lookup(args: argparse.Namespace, config: Config) -> StoreAction:
     host = request_host("GET", target, None)
     if host is None:
         raise UsageError(f"cannot find a host in {args.url!r}")
-
-    shield = protected(config)
+    path = request_path("GET", target)
 
     async def action(store: PolicyStore) -> int:
-        match = protected_match(await store.lookup_categories(host), host, shield)
+        state = await served_state(config, store, host)  # what serve holds: the store, the catalogue, protected
+        match, service_id = state.match_listed(host, path)
+        service = state.services.get(service_id or state.services.service_of(host))
+        named = f", service {service.id} ({service.name_en} / {service.name_zh})" if service is not None else ""
         if PROTECTED in match.categories:
             print(f"{host}: protected, never blocked by a list (protected entry {match.entry})")
         elif match.entry is None:
             print(f"{host}: no category")
         else:
-            print(f"{host}: {', '.join(sorted(match.categories))} (list entry {match.entry})")
+            print(f"{host}: {', '.join(sorted(match.categories))} (list entry {match.entry}){named}")
         return 0
 
     return action
-
-
-def protected_match(stored: CategoryMatch, host: str, shield: tuple[str, ...]) -> CategoryMatch:
-    """The store's match and the protected hosts in one index, so the most specific wins as in `serve`."""
-    index = CategoryIndex()
-    index.add(PROTECTED, shield)
-    if stored.entry is not None:
-        for category in stored.categories:
-            index.add(category, (stored.entry,))
-    return index.match(host)
 
 
 def categories_stats(args: argparse.Namespace, config: Config) -> StoreAction:
+    """`CATEGORY<TAB>entries` (its sources together), then `  SOURCE<TAB>entries<TAB>dates` for each source."""
+    zone = ZoneInfo(config.policy.timezone)
+
     async def action(store: PolicyStore) -> int:
+        lists, infos = await store.list_sizes(), await store.source_infos()
         for name, size in (await store.category_sizes()).items():
             print(f"{name}\t{size}")
+            for (category, source), entries in lists.items():
+                if category == name and entries:
+                    print(f"  {source}\t{entries}\t{describe_source(infos.get(source), zone)}")
         return 0
 
     return action
+
+
+def describe_source(info: SourceInfo | None, zone: ZoneInfo) -> str:
+    """When a source was written and what it is: the lists' own date, the shipped version, its origin."""
+    if info is None:
+        return "-"
+    parts = []
+    if info.date:
+        parts.append(f"lists of {_when(info.date, zone)}")
+    if info.version:
+        parts.append(f"shipped {info.version}")
+    if info.updated:
+        parts.append(f"updated {_when(info.updated, zone)}")
+    if info.origin:
+        parts.append(f"from {info.origin}")
+    return ", ".join(parts) or "-"
+
+
+def _when(text: str, zone: ZoneInfo) -> str:
+    try:
+        return local_time(datetime.fromisoformat(text), zone)
+    except ValueError:
+        return text

@@ -9,10 +9,13 @@ progress bars show counts and rates on stderr; otherwise only the summary is pri
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from types import TracebackType
 
 from rich.console import Console
@@ -23,10 +26,12 @@ from icap_server.admin.support import StoreAction, UsageError, print_table
 from icap_server.config import Config
 from icap_server.service.sync import protected
 from policy.categories import validate_category
+from policy.sources.archives import Archive, ArchiveLimits, is_archive, unpack_archive
 from policy.sources.formats import FORMATS, Source, open_source
 from policy.sources.lines import SKIP_LABELS, SourceError
 from policy.sources.lists import CategoryMap, ScanReport, scan
-from policy.store import IMPORT_BATCH, PolicyStore
+from policy.store import IMPORT_BATCH, ImportResult, PolicyStore
+from policy.store.categories import CURATED, SourceInfo, check_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +49,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SRC=DST",
         help="import source category SRC as DST (adds to or overrides import.category_map)",
     )
+    parser.add_argument(
+        "--source",
+        metavar="NAME",
+        help="the source the entries are kept under (default: ut1 for a UT1 tree or archive, else the file's stem)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="read and check everything, write nothing")
+
+
+def source_name(given: str | None, path: Path, format: str) -> str:
+    """The source an import writes: --source, else `ut1` for a UT1 tree or archive, else the file's stem."""
+    if given is None:
+        given = "ut1" if format == "ut1" else re.sub(r"[^a-z0-9_-]+", "-", path.name.lower().split(".")[0])[:63]
+        given = given.strip("-_") or "import"
+    if given == CURATED:
+        raise UsageError(f"--source {CURATED}: the shipped lists; an upgrade replaces them, an import cannot")
+    try:
+        return check_source(given)
+    except ValueError as error:
+        raise UsageError(f"--source: {error}") from None
+
+
+def archive_limits(config: Config) -> ArchiveLimits:
+    settings = config.import_
+    return ArchiveLimits(settings.max_archive_bytes, settings.max_unpacked_bytes, settings.max_members)
+
+
+def open_archive(path: Path, config: Config, sha256: str = "") -> tuple[Source, Archive, TemporaryDirectory[str]]:
+    """A UT1 archive checked and unpacked into a private folder (deleted with the returned handle)."""
+    workdir = TemporaryDirectory(prefix="clearance-ut1-")
+    try:
+        archive = unpack_archive(path, Path(workdir.name), archive_limits(config), sha256)
+        return open_source(archive.root, "ut1"), archive, workdir
+    except BaseException:
+        workdir.cleanup()
+        raise
 
 
 def parse_maps(values: Sequence[str]) -> dict[str, str]:
@@ -65,9 +104,10 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
     path = Path(args.path)
     try:
         cmap = CategoryMap(config.import_.category_map, config.import_.only_mapped).with_overrides(parse_maps(args.map))
-        source = open_source(path, args.format, args.category)
+        source, info, workdir = _open(args, path, config)
     except (SourceError, ValueError) as error:
         raise UsageError(str(error)) from None
+    name = source_name(args.source, path, source.format)
     show = sys.stderr.isatty()
     started = time.perf_counter()
     try:
@@ -88,25 +128,44 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
         return dry_run
 
     async def action(store: PolicyStore) -> int:
-        before = await store.category_sizes()
         written = time.perf_counter()
-        with ProgressDisplay(show) as display:
-            advance = display.task("Importing", report.tally.total_hosts, "hosts")
-            sources = {
-                target: _announce(display, target, report.batches(target, IMPORT_BATCH)) for target in report.targets
-            }
-            try:
+        try:
+            with ProgressDisplay(show) as display:
+                advance = display.task("Importing", report.tally.total_hosts, "hosts")
+                batches = {
+                    target: _announce(display, target, report.batches(target, IMPORT_BATCH))
+                    for target in report.targets
+                }
                 result = await store.import_categories(
-                    sources, replace=args.replace, progress=advance, actor=args.actor
+                    batches, replace=args.replace, progress=advance, actor=args.actor, source=name, info=info
                 )
-            except SourceError as error:
-                raise UsageError(str(error)) from None
+        except SourceError as error:
+            raise UsageError(str(error)) from None
+        finally:
+            if workdir is not None:
+                workdir.cleanup()
         elapsed = time.perf_counter() - started
         timing = (parsed, time.perf_counter() - written, elapsed)
-        print_result(report, result.entries, before, args.replace, timing, result.version)
+        print_result(report, result, args.replace, timing)
         return 0
 
     return action
+
+
+def _open(
+    args: argparse.Namespace, path: Path, config: Config
+) -> tuple[Source, SourceInfo, TemporaryDirectory[str] | None]:
+    """What PATH holds; a UT1 archive is checked and unpacked first (into a folder the import deletes)."""
+    if args.format in ("auto", "ut1") and path.is_file() and is_archive(path):
+        if args.category is not None:
+            raise SourceError(f"--category applies to plain host lists only; {path} is a UT1 archive")
+        source, archive, workdir = open_archive(path, config)
+        return source, SourceInfo(date=iso(archive.date), origin=str(path.resolve())), workdir
+    return open_source(path, args.format, args.category), SourceInfo(origin=str(path.resolve())), None
+
+
+def iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
 
 
 def _announce(display: ProgressDisplay, target: str, batches: Iterator[list[str]]) -> Iterator[list[str]]:
@@ -177,20 +236,19 @@ def print_dry_run(report: ScanReport, parsed: float) -> None:
 
 def print_result(
     report: ScanReport,
-    entries: Mapping[str, int],
-    before: Mapping[str, int],
+    result: ImportResult,
     replace: bool,
     timing: tuple[float, float, float],  # check, write, all
-    version: int,
 ) -> None:
+    """Per category: the source's entries now and before, what was read, where from; then what was left out."""
     tally = report.tally
     rows = [("CATEGORY", "ENTRIES", "BEFORE", "READ", "FROM")]
     for target in report.targets:
         rows.append(
             (
                 target,
-                f"{entries.get(target, 0):,}",
-                f"{before.get(target, 0):,}",
+                f"{result.entries.get(target, 0):,}",
+                f"{result.before.get(target, 0):,}",
                 f"{tally.hosts[target]:,}",
                 _from(report, target),
             )
@@ -202,8 +260,9 @@ def print_result(
     entries_read = plural(tally.total_hosts, "entry", "entries")
     print(
         f"imported {entries_read} into {plural(len(report.targets), 'category', 'categories')} ({mode}) "
+        f"as source {result.source}: {sum(result.added.values()):,} added, {sum(result.removed.values()):,} removed, "
         f"in {elapsed:.2f} s, {rate(tally.total_hosts, elapsed)} hosts/s "
-        f"(check {parsed:.2f} s, write {written:.2f} s); policy version {version}"
+        f"(check {parsed:.2f} s, write {written:.2f} s); policy version {result.version}"
     )
 
 

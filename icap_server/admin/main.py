@@ -28,6 +28,7 @@ from icap_server.admin import (
     requests,
     rules,
     serve,
+    services,
 )
 from icap_server.admin import store as store_commands
 from icap_server.admin.support import Commands, Handler, StoreAction, UsageError, redis_url
@@ -44,6 +45,7 @@ EXIT_BROKEN_PIPE = 141
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     serve.register,
     categories.register,
+    services.register,
     approvals.register,
     directory.register,
     exemptions.register,

@@ -1,7 +1,8 @@
 """`clearance requests …`: the access requests people made from block pages, and their decisions.
 
 Approving turns a request into an ordinary approval through `policy.lifecycle.build_approval` (the checks of
-`approvals grant`: a head or delegate of the requester's department, a justification, the longest validity),
+`approvals grant`: a head or delegate of the requester's department, a justification, the longest validity) for
+the service the request names (every host of it), or the whole category for a request without one,
 saved with its audit entry and change announcement together with the request's decision, in one transaction.
 """
 
@@ -23,6 +24,7 @@ from icap_server.admin.support import (
     local_time,
     print_fields,
     print_table,
+    store_approval_rules,
 )
 from icap_server.config import Config
 from policy.approvals import Approval
@@ -41,7 +43,9 @@ def register(commands: Commands) -> None:
     show = requests.add_parser("show", help="one request in full, with its justification")
     show.add_argument("id")
     show.set_defaults(handler=requests_show)
-    approve = requests.add_parser("approve", help="approve: grants the requester the category (prints the approval)")
+    approve = requests.add_parser(
+        "approve", help="approve: grants the requester the service asked for, or the category (prints the approval)"
+    )
     approve.add_argument("id")
     approve.add_argument("--by", required=True, help="the head (or delegate) of the requester's department")
     approve.add_argument("--days", type=int, metavar="N", help="valid for N days (default: as requested)")
@@ -59,7 +63,19 @@ def requests_list(args: argparse.Namespace, config: Config) -> StoreAction:
 
     async def action(store: PolicyStore) -> int:
         rows = [
-            ("ID", "STATUS", "USER", "CATEGORY", "HOST", "DAYS", "DEPARTMENT", "SUBMITTED", "DECIDED BY", "APPROVAL")
+            (
+                "ID",
+                "STATUS",
+                "USER",
+                "CATEGORY",
+                "SERVICE",
+                "HOST",
+                "DAYS",
+                "DEPARTMENT",
+                "SUBMITTED",
+                "DECIDED BY",
+                "APPROVAL",
+            )
         ]
         requests = await store.all_requests()
         check_department(args.department, await store.load_directory(), (item.department for item in requests))
@@ -74,6 +90,7 @@ def requests_list(args: argparse.Namespace, config: Config) -> StoreAction:
                     str(item.status),
                     item.user,
                     item.category,
+                    item.service or "-",
                     item.host,
                     str(item.days),
                     item.department or "-",
@@ -99,6 +116,7 @@ def requests_show(args: argparse.Namespace, config: Config) -> StoreAction:
             ("user", item.user),
             ("client ip", item.client_ip or "-"),
             ("category", item.category),
+            ("service", f"{item.service} ({item.service_en} / {item.service_zh})" if item.service else "-"),
             ("host", item.host),
             ("days", str(item.days)),
             ("department", item.department or "-"),
@@ -147,10 +165,11 @@ def requests_approve(args: argparse.Namespace, config: Config) -> StoreAction:
     by = _decider(args, config, "--by must name the approver")
     if args.days is not None and args.days < 1:
         raise UsageError(f"--days must be at least 1, got {args.days}")
-    rules = approval_rules(config)
     zone = ZoneInfo(config.policy.timezone)
 
     async def action(store: PolicyStore) -> int:
+        rules = await store_approval_rules(config, store)
+
         async def approve(before: AccessRequest) -> tuple[AccessRequest, Approval | None, str]:
             now = datetime.now(UTC)
             check_decision(before, by)
@@ -159,7 +178,8 @@ def requests_approve(args: argparse.Namespace, config: Config) -> StoreAction:
             approval = replace(checked, id=await store.next_approval_id())  # an id only once every check passed
             after = approved(before, by, now, args.note.strip(), approval.id, approval.valid_until)
             last_day = (approval.valid_until - timedelta(seconds=1)).astimezone(zone)
-            said = f"{after.id} approved: {approval.id} ({approval.describe()}, until {last_day:%Y-%m-%d})"
+            scope = f"{approval.subject_kind} {approval.subject}, {approval.scope()}"
+            said = f"{after.id} approved: {approval.id} ({scope}, until {last_day:%Y-%m-%d})"
             return after, approval, said
 
         return await _decide_and_save(store, args.id, args.actor, approve)

@@ -21,7 +21,7 @@ from icap_server.admin.support import (
     redis_url,
 )
 from icap_server.config import Config
-from icap_server.service.defaults import default_seed
+from icap_server.service.defaults import default_seed, refresh_curated
 from policy.store import PolicyStore
 from policy.store.embedded import stop_embedded_redis
 
@@ -78,6 +78,9 @@ def store_init(args: argparse.Namespace, config: Config) -> StoreAction:
             print(f"already initialised (epoch {epoch.id if epoch else '?'}); nothing changed")
         else:
             print(f"initialised: epoch {initialised.epoch.id}; loaded {_seeded(initialised.seeded)}")
+        replaced = await refresh_curated(store, config, args.actor)  # an upgrade's shipped lists
+        if replaced is not None:
+            print(f"curated lists replaced by the installed ones: {_seeded(replaced.entries)}")
         return 0
 
     return action

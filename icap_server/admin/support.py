@@ -12,12 +12,14 @@ import difflib
 import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TypeAlias
 from zoneinfo import ZoneInfo
 
 from icap_server.config import Config
+from icap_server.service.catalogue import shipped_services
 from policy.categories import validate_category
 from policy.directory import Directory
 from policy.identity import normalise_username
@@ -80,7 +82,20 @@ def approval_rules(config: Config) -> ApprovalRules:
         on_review_overdue=approvals.on_review_overdue,
         min_justification_chars=approvals.min_justification_chars,
         admins=frozenset(normalise_username(name, config.identity) for name in approvals.admins),
+        services={service.id: service.category for service in shipped_services(config)},
     )
+
+
+async def store_approval_rules(config: Config, store: PolicyStore) -> ApprovalRules:
+    """`approval_rules` with the admins' services too (they live in the store): for grants, imports, requests."""
+    rules = approval_rules(config)
+    services = dict(rules.services)
+    for service in await store.admin_services():
+        if service.disabled:
+            services.pop(service.id, None)
+        else:
+            services[service.id] = service.category
+    return replace(rules, services=services)
 
 
 def check_department(given: str | None, directory: Directory, seen: Iterable[str]) -> None:

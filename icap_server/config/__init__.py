@@ -24,6 +24,7 @@ from icap_server.config.settings import (
     load_config,
     parse_listen,
 )
+from icap_server.config.tenants import TenantRestrictionsConfig
 from icap_server.config.types import (
     AtLeastOne,
     Category,
@@ -67,6 +68,7 @@ __all__ = [
     "Sender",
     "ServerConfig",
     "SmtpConfig",
+    "TenantRestrictionsConfig",
     "Workers",
     "load_config",
     "parse_listen",

@@ -25,6 +25,7 @@ from msgspec import Meta
 from icap_server.config.lists import ImportConfig
 from icap_server.config.secrets import ConfigError as ConfigError  # re-exported: defined there for both
 from icap_server.config.secrets import with_secrets
+from icap_server.config.tenants import TenantRestrictionsConfig
 from icap_server.config.types import (
     AtLeastOne,
     Category,
@@ -198,6 +199,7 @@ class Config(Section, frozen=True):
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     # `import` is a Python keyword: the YAML key is `import`, the attribute `import_`.
     import_: ImportConfig = msgspec.field(default_factory=ImportConfig, name="import")
+    tenant_restrictions: TenantRestrictionsConfig = msgspec.field(default_factory=TenantRestrictionsConfig)
     source: str = "built-in defaults"  # the file read, for messages; not a key of the file
 
 

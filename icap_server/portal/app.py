@@ -1,10 +1,11 @@
 """The self-service access-request portal: the Starlette routes, served by uvicorn inside `clearance serve`.
 
 A block page carries a signed token (policy.tokens) that names who was blocked, from which address, for which
-category and host. The portal believes nothing else about identity: it takes the user, address, category and
-host from a token it has verified (security.py), and records a pending request for the head (or a delegate)
-of the user's department, who decides it with `clearance requests approve|deny`. The requester follows it on a
-status page whose address carries a per-request key.
+category, host and catalogue service (the request asks for that service; a token without one, for the
+category). The portal believes nothing else about identity: it takes the user, address, category, host and
+service from a token it has verified (security.py), and records a pending request for the head (or a
+delegate) of the user's department, who decides it with `clearance requests approve|deny`. The requester
+follows it on a status page whose address carries a per-request key.
 
 Endpoints (all pages in English and Traditional Chinese from the one catalog, no scripts, a strict
 Content-Security-Policy):
@@ -132,6 +133,8 @@ class Portal:
             max_days=self.config.approvals.max_validity_days,
             category_en=category_title(claim.category, "en"),
             category_zh=category_title(claim.category, "zh-HK"),
+            service_en=claim.service_en or claim.service,
+            service_zh=claim.service_zh or claim.service,
         )
 
     async def _http_error(self, request: HTTPRequest, error: Exception) -> Response:
@@ -247,12 +250,15 @@ class Portal:
                 department=department,
                 approvers=approvers,
                 key=secrets.token_urlsafe(18),
+                service=claim.service,
+                service_en=claim.service_en,
+                service_zh=claim.service_zh,
             )
 
         nonce = claim.nonce or hashlib.sha256(token.encode()).hexdigest()
         stored, created = await self.store.create_request(
             build,
-            open_key(claim.user, claim.category, claim.host),
+            open_key(claim.user, claim.category, claim.host, claim.service),
             nonce,
             int(claim.expires_at - now.timestamp()) + 1,
             self.config.portal.max_pending_per_user,
@@ -265,6 +271,7 @@ class Portal:
             request=stored.id,
             user=stored.user,
             category=stored.category,
+            service=stored.service or None,
             host=stored.host,
             department=stored.department or None,
             days=stored.days,
@@ -295,6 +302,8 @@ class Portal:
             text_zh=text_zh,
             category_en=category_title(item.category, "en"),
             category_zh=category_title(item.category, "zh-HK"),
+            service_en=item.service_en or item.service,
+            service_zh=item.service_zh or item.service,
             submitted=self._local(item.created_at),
             refresh=60 if item.status is RequestStatus.PENDING else None,
         )

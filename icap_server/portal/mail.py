@@ -45,6 +45,7 @@ FACT_LABELS = (
     N_("Request"),
     N_("User"),
     N_("Department"),
+    N_("Service"),
     N_("Category"),
     N_("Host"),
     N_("Days"),
@@ -59,7 +60,7 @@ def _columns(text: str) -> int:
 
 
 def _both(message: str, separator: str = " / ", **values: object) -> str:
-    """"English / 中文" of one catalog message."""
+    """ "English / 中文" of one catalog message."""
     english, chinese = bilingual(message, **values)
     return f"{english}{separator}{chinese}"
 
@@ -67,6 +68,15 @@ def _both(message: str, separator: str = " / ", **values: object) -> str:
 def _fact(label: str, value: object) -> str:
     heading = _both(label) + ":"
     return heading + " " * max(1, LABEL_COLUMNS - _columns(heading)) + str(value)
+
+
+def service_line(request: AccessRequest) -> str:
+    """ "WhatsApp / 微信 (whatsapp)": the service asked for in both languages, or "-" for a category request."""
+    if not request.service:
+        return "-"
+    english, chinese = request.service_en or request.service, request.service_zh or request.service
+    names = english if english == chinese else f"{english} / {chinese}"
+    return f"{names} ({request.service})"
 
 
 def _facts(request: AccessRequest, zone: ZoneInfo) -> list[str]:
@@ -77,6 +87,7 @@ def _facts(request: AccessRequest, zone: ZoneInfo) -> list[str]:
         request.id,
         request.user,
         request.department or "-",
+        service_line(request),
         f"{label} ({request.category})",
         request.host,
         request.days,
@@ -84,7 +95,11 @@ def _facts(request: AccessRequest, zone: ZoneInfo) -> list[str]:
         submitted,
     )
     return [
-        *(_fact(name, value) for name, value in zip(FACT_LABELS, values, strict=True)),
+        *(
+            _fact(name, value)
+            for name, value in zip(FACT_LABELS, values, strict=True)
+            if name != "Service" or request.service  # a category request names no service
+        ),
         "",
         _both(N_("Justification")) + ":",
         f"  {request.justification}",
@@ -107,13 +122,16 @@ def _envelope(subject: str, sender: str, to: Sequence[str], lines: list[str]) ->
 
 FOOTER = (
     N_("You receive this as a head or delegate of the department. To decide"),
-    N_("Approval grants the whole category for the days shown; it is reviewed like every approval."),
+    N_(
+        "Approval grants the service shown (every host of it), or the whole category when no service is shown, "
+        "for the days shown; it is reviewed like every approval."
+    ),
 )
 
 
 def request_message(request: AccessRequest, sender: str, to: Sequence[str], zone: ZoneInfo) -> EmailMessage:
     """The mail about one new request: English and Chinese, with the commands that decide it."""
-    label = category_title(request.category, "en")
+    label = request.service_en or request.service or category_title(request.category, "en")
     facts = _facts(request, zone)
     lines = [
         *bilingual(N_("%(user)s asks for access to a restricted service."), user=request.user),
@@ -127,9 +145,7 @@ def request_message(request: AccessRequest, sender: str, to: Sequence[str], zone
     return _envelope(subject, sender, to, lines)
 
 
-def digest_message(
-    requests: Sequence[AccessRequest], sender: str, to: Sequence[str], zone: ZoneInfo
-) -> EmailMessage:
+def digest_message(requests: Sequence[AccessRequest], sender: str, to: Sequence[str], zone: ZoneInfo) -> EmailMessage:
     """One mail about several new requests (the digest of an interval); one request gets `request_message`."""
     if len(requests) == 1:
         return request_message(requests[0], sender, to, zone)

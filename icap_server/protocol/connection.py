@@ -95,6 +95,7 @@ class ICAPConnection:
         self._pending: Pending | None = None
         self._body: ChunkedReader | None = None
         self.streaming = False  # send_head was called: the answer is under way
+        self._continued = False  # send_continue was called: the rest of a previewed body is coming
         self._close_after = False
 
     # ---- input ----------------------------------------------------------------------------
@@ -242,6 +243,7 @@ class ICAPConnection:
         assert self._body is not None
         self._body.resume()
         self.phase = Phase.BODY
+        self._continued = True
         return CONTINUE_BYTES
 
     def send(self, response: Response) -> bytes:
@@ -270,13 +272,14 @@ class ICAPConnection:
     def send_head(self, response: Response) -> bytes:
         """Begin a streamed answer: the ICAP head and the HTTP head, with the body to follow in chunks.
 
-        Only for a request with a body, outside a preview (after one, answer it whole or with 100 Continue).
+        Only for a request with a body, outside a preview, or after a preview once `send_continue` asked for the
+        rest (the preview's bytes are then the first `send_body`).
         """
         request = self.request
         if request is None or self.phase not in STREAMABLE or self.streaming:
             raise LocalProtocolError(f"cannot begin a streamed answer in phase {self.phase.name}")
-        if not request.has_body or request.preview is not None:
-            raise LocalProtocolError("a streamed answer is only for a request with a body and no preview")
+        if not request.has_body or (request.preview is not None and not self._continued):
+            raise LocalProtocolError("a streamed answer is only for a request with a body, after any preview")
         if response.status != 200:
             raise LocalProtocolError("only a 200 answer carries a streamed body")
         self._close_after = request.wants_close or self._peer_closed or self.closing

@@ -24,6 +24,7 @@ from icap_server.runtime.logs import configure_logging
 from icap_server.runtime.reload import WorkerReload, reread_config
 from icap_server.runtime.server import serve
 from icap_server.service.application import Application
+from icap_server.service.catalogue import shipped_services
 from icap_server.service.defaults import default_seed, load_default_lists
 from icap_server.service.exemptions import static_exemptions
 from icap_server.service.sync import PolicySync, protected
@@ -126,7 +127,13 @@ async def _worker_main(
 ) -> int:
     store = PolicyStore.from_url(redis_url, config.redis.key_prefix)
     exempt, protect = static_exemptions(config), protected(config)
-    sync = PolicySync(store, static_exemptions=exempt, seed=default_seed(config), static_protected=protect)
+    sync = PolicySync(
+        store,
+        static_exemptions=exempt,
+        seed=default_seed(config),
+        static_protected=protect,
+        static_services=shipped_services(config),
+    )
     app = Application(config, sync)
     follower = asyncio.create_task(sync.run())
     usage = asyncio.create_task(app.usage.run(store, config.approvals.usage_flush_interval))

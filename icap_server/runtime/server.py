@@ -164,6 +164,10 @@ class ICAPProtocol(asyncio.Protocol):
                 elif txn.keep_body:
                     txn.body.append(event.data)
             elif kind is EndOfMessage or kind is EndOfPreview:
+                if kind is EndOfPreview and self._stream_rest():
+                    if self.txn is None:  # it failed, and closed
+                        return
+                    continue
                 self._answer()
                 if not conn.keep_alive or self.server.stopping:
                     self._close()
@@ -189,7 +193,34 @@ class ICAPProtocol(asyncio.Protocol):
         self.txn = Transaction(request, verdict, started, keep_body=echo and not streaming, streaming=streaming)
         if streaming:
             assert self.transport is not None
-            self.transport.write(self.conn.send_head(responses.echo_head(responses.istag(verdict.version), request)))
+            try:
+                head = self.app.echo_head(request, verdict)
+            except Exception:
+                log.exception("icap_internal_error", method=request.method, service=request.service)
+                self.txn = None
+                self._fail(500)
+                return False
+            self.transport.write(self.conn.send_head(head))
+        return True
+
+    def _stream_rest(self) -> bool:
+        """A tenant-restricted pass after a preview needs the whole body with its modified head: 100 Continue,
+        then the head and the preview at once, and the rest streamed as it arrives (bounded memory)."""
+        txn = self.txn
+        assert txn is not None and self.transport is not None
+        if not txn.keep_body or not self.app.modifies(txn.verdict):
+            return False
+        try:
+            head = self.app.echo_head(txn.request, txn.verdict)
+        except Exception:
+            log.exception("icap_internal_error", method=txn.request.method, service=txn.request.service)
+            self.txn = None
+            self._fail(500)
+            return True
+        conn = self.conn
+        self.transport.write(conn.send_continue() + conn.send_head(head) + conn.send_body(b"".join(txn.body)))
+        txn.body.clear()
+        txn.keep_body, txn.streaming = False, True
         return True
 
     def _answer(self) -> None:

@@ -13,17 +13,20 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from blockpages.negotiate import choose_format, choose_language
-from blockpages.render import REQUESTABLE, BlockFacts, RequestForm
+from blockpages.render import REQUESTABLE, BlockFacts, RequestForm, ServiceName
 from icap_server.config import Config
 from icap_server.protocol import ICAPRequest, Response
 from icap_server.service import responses
 from icap_server.service.pages import block_pages
 from icap_server.service.sync import PolicyUnavailable
+from icap_server.service.tenants import tenant_policy
 from icap_server.service.usage import UsageRecorder
 from policy.decision import BAD_REQUEST, Action, Decision, DecisionSettings, Reason, RequestFacts, judge
 from policy.hosts import request_host, request_path
 from policy.identity import Identity, identify
+from policy.services import Service
 from policy.state import PolicyState
+from policy.tenants import Injection, restrict
 from policy.tokens import RequestClaim, sign
 
 SERVICES: dict[str, frozenset[str]] = {
@@ -42,6 +45,7 @@ class Verdict:
     decision: Decision | None = None
     version: int = 0
     reference: str | None = None
+    service: Service | None = None  # the blocked host's catalogue service, resolved for the block page
 
     @property
     def blocked(self) -> bool:
@@ -56,11 +60,13 @@ class Verdict:
             "client_ip": self.identity.client_ip,
             "host": self.host,
             "category": decision.category if decision else None,
+            "catalogue_service": decision.service if decision else None,  # "service" is the ICAP service
             "matched_entry": decision.matched_entry if decision else None,
             "approval_id": decision.approval_id if decision else None,
             "exemption_id": decision.exemption_id if decision else None,
             "rule_id": decision.rule_id if decision else None,
             "review_overdue": decision.review_overdue if decision else False,
+            "tenant": decision.tenant if decision else None,
             "reference": self.reference,
         }
 
@@ -111,6 +117,7 @@ class Application:
         )
         self.timezone = ZoneInfo(config.policy.timezone)
         self.usage = UsageRecorder()
+        self.tenants = tenant_policy(config.tenant_restrictions)  # None: no vendor configured
         self.portal: PortalLink | None = None
         # Compiles the block-page templates and renders each with sample facts: a broken one fails here.
         self.pages = block_pages(config)
@@ -145,14 +152,40 @@ class Application:
             return Verdict(0, identity, host, UNAVAILABLE, self.policy.version, secrets.token_hex(6))
         facts = RequestFacts(host, request_path(http.method, target), identity.user, identity.client_ip)
         decision = judge(state, facts, self.settings, now)
-        if decision.approval_id is not None and not decision.blocked:
+        if self.tenants is not None:
+            decision = restrict(decision, facts, state, self.tenants, self.settings, now)
+        if decision.approval_id is not None and decision.reason is Reason.APPROVED:
             self.usage.note(decision.approval_id, now)
         reference = secrets.token_hex(6) if decision.blocked else None
-        return Verdict(0, identity, host, decision, state.version, reference)
+        service = state.services.get(decision.service) if reference is not None else None
+        return Verdict(0, identity, host, decision, state.version, reference, service)
 
     def keeps_body(self, request: ICAPRequest, verdict: Verdict) -> bool:
-        """The body is only kept when it must be echoed back: a pass the client did not allow a 204 for."""
-        return not verdict.status and not verdict.blocked and "204" not in request.allow
+        """The body is only kept when it must be echoed back: a pass the client did not allow a 204 for, or a
+        tenant-restricted pass (the modified request carries it, 204 or not)."""
+        if verdict.status or verdict.blocked:
+            return False
+        return "204" not in request.allow or self.modifies(verdict)
+
+    def modifies(self, verdict: Verdict) -> bool:
+        """Whether the answer is the request with the vendor's tenant-restriction headers (`modified_request`)."""
+        decision = verdict.decision
+        return decision is not None and decision.tenant is not None
+
+    def _injection(self, verdict: Verdict) -> Injection:
+        """The headers for a tenant-restricted pass; never a plain pass instead (that would let personal accounts
+        in), so a mismatch is an error the server answers with a 500."""
+        injection = self.tenants.match(verdict.host) if self.tenants is not None else None
+        if injection is None or verdict.decision is None or injection.vendor != verdict.decision.tenant:
+            raise RuntimeError(f"no tenant restriction for {verdict.host!r}")
+        return injection
+
+    def echo_head(self, request: ICAPRequest, verdict: Verdict) -> Response:
+        """The head of a streamed echo: the client's request, or the tenant-restricted one."""
+        tag = responses.istag(verdict.version)
+        if self.modifies(verdict):
+            return responses.modified_request(tag, request, self._injection(verdict), None)
+        return responses.echo_head(tag, request)
 
     def respond(
         self, request: ICAPRequest, verdict: Verdict, can_send_204: bool, body: bytes | None, now: datetime
@@ -166,6 +199,9 @@ class Application:
             return responses.options(tag, methods, server.max_connections, server.options_ttl)
         if verdict.blocked:
             return self.block_page(request, verdict, now)
+        if self.modifies(verdict):
+            body = body if request.has_body else None
+            return responses.modified_request(tag, request, self._injection(verdict), body)
         if can_send_204:
             return responses.no_content(tag)
         return responses.unmodified(tag, request, body if request.has_body else None)
@@ -185,6 +221,7 @@ class Application:
             reason=str(decision.reason),
             reference=verdict.reference,
             time=now.astimezone(self.timezone),
+            service=service_name(verdict.service),
         )
         fmt = choose_format(headers.get("Accept") if headers is not None else None)
         language = choose_language(
@@ -202,8 +239,16 @@ class Application:
             return None
         if not user or not decision.category or not verdict.host:
             return None  # nobody to hold an approval, or nothing to name in one
+        service = verdict.service
         claim = RequestClaim(
-            user, verdict.identity.client_ip, decision.category, verdict.host, int(now.timestamp()) + portal.token_ttl_s
+            user,
+            verdict.identity.client_ip,
+            decision.category,
+            verdict.host,
+            int(now.timestamp()) + portal.token_ttl_s,
+            service=service.id if service is not None else "",
+            service_en=service.name_en if service is not None else "",
+            service_zh=service.name_zh if service is not None else "",
         )
         return RequestForm(
             action=f"{portal.base_url.rstrip('/')}/request",
@@ -211,3 +256,8 @@ class Application:
             max_days=portal.max_days,
             min_chars=self.config.approvals.min_justification_chars,
         )
+
+
+def service_name(service: Service | None) -> ServiceName | None:
+    """The service as a block page names it (blockpages knows no catalogue)."""
+    return ServiceName(service.id, service.name_en, service.name_zh) if service is not None else None

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from icap_server.config import Config
 from icap_server.protocol import ICAPConnection, ICAPRequest
 from icap_server.service.application import Application, FixedPolicy
+from icap_server.service.catalogue import add_catalogue, shipped_services
 from icap_server.service.exemptions import static_exemptions
 from icap_server.service.sync import protected
 from policy.categories import PROTECTED
 from policy.hosts import request_host
+from policy.state import PolicyState
 from policy.store import PolicyStore
 
 
@@ -27,6 +29,19 @@ def synthetic_request(url: str, user: str | None, client_ip: str | None, usernam
     return ("\r\n".join(icap) + "\r\n\r\n").encode() + http  # UTF-8, as Squid sends a non-ASCII name
 
 
+async def served_state(config: Config, store: PolicyStore, host: str | None) -> PolicyState:
+    """One host's part of the policy, completed as `PolicySync` completes every load: what serve would judge by.
+
+    Only this host's list entries are read, not the whole index; the config's exemptions, the shipped service
+    catalogue and the protected hosts are added as every worker adds them.
+    """
+    state = await store.state_for(host)
+    state.exemptions = static_exemptions(config) + state.exemptions
+    add_catalogue(state, shipped_services(config))
+    state.categories.add(PROTECTED, protected(config))
+    return state
+
+
 async def explain_request(
     config: Config, store: PolicyStore, url: str, user: str | None, client_ip: str | None
 ) -> list[str]:
@@ -36,9 +51,7 @@ async def explain_request(
     assert isinstance(request, ICAPRequest)
     assert request.http_request is not None
     host = request_host(request.http_request.method, request.http_request.target, None)
-    state = await store.state_for(host)  # only this host's list entries, not the whole index
-    state.exemptions = static_exemptions(config) + state.exemptions
-    state.categories.add(PROTECTED, protected(config))  # as PolicySync adds them to every load
+    state = await served_state(config, store, host)
     verdict = Application(config, FixedPolicy(state)).evaluate(request, datetime.now(UTC))
     decision = verdict.decision
     assert decision is not None
@@ -53,9 +66,15 @@ async def explain_request(
         f"reason:    {decision.reason}",
         f"host:      {verdict.host or '-'}",
         f"category:  {decision.category or '-'}{entry}",
+        f"service:   {_service(state, decision.service)}",
         f"user:      {verdict.identity.user or '-'}",
         f"client ip: {verdict.identity.client_ip or '-'}",
         f"approval:  {approval}",
         f"exemption: {decision.exemption_id or '-'}",
         f"rule:      {f'{decision.rule_id} ({decision.matched_entry})' if decision.rule_id else '-'}",
     ]
+
+
+def _service(state: PolicyState, service_id: str | None) -> str:
+    service = state.services.get(service_id)
+    return f"{service.id} ({service.name_en} / {service.name_zh})" if service is not None else "-"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from email.utils import formatdate
 
 from icap_server import __version__
 from icap_server.protocol import ICAPRequest, Response, build_http_response_head
+from policy.tenants import Injection
 
 SERVER = f"Clearance/{__version__}"
 
@@ -105,3 +107,35 @@ def http_forbidden(
         ],
     )
     return Response(200, base_headers(tag), http_response_head=http_head, body=body)
+
+
+def modified_request(tag: str, request: ICAPRequest, injection: Injection, body: bytes | None) -> Response:
+    """A tenant-restricted pass: ICAP 200 carrying the request with the vendor's headers (RFC 3507 4.8.2).
+
+    Every copy the client sent of any of the vendor's headers goes, whatever its case, then the vendor's
+    headers (serialised once per policy, `Injection.lines`) go last. `body` is echoed as it came (None: a
+    null body, or one streamed after this head, see `echo_head`).
+    """
+    assert request.http_request is not None
+    return Response(
+        200, base_headers(tag), http_request_head=restricted_head(request.http_request.raw, injection), body=body
+    )
+
+
+_strippers: dict[frozenset[str], re.Pattern[bytes]] = {}
+
+
+def restricted_head(raw: bytes, injection: Injection) -> bytes:
+    """The HTTP request head without the client's copies of the vendor's headers, with the vendor's at the end.
+
+    The head was parsed strictly (`name: value` lines, no obs-fold), so each field is one CRLF-led line and a
+    case-insensitive search for `CRLF name:` finds every copy; a head with none is one slice and one join.
+    """
+    stripper = _strippers.get(injection.strip)
+    if stripper is None:
+        names = b"|".join(re.escape(name.encode("ascii")) for name in sorted(injection.strip))
+        stripper = _strippers[injection.strip] = re.compile(rb"\r\n(?:" + names + rb"):[^\r\n]*", re.IGNORECASE)
+    head = raw[:-2]  # keeps the CRLF ending the last field line
+    if stripper.search(head) is not None:
+        head = stripper.sub(b"", head)
+    return b"".join((head, injection.lines, b"\r\n"))

@@ -37,8 +37,10 @@ from typing import Any
 import structlog
 
 from icap_server.config import Config
+from icap_server.service.catalogue import add_catalogue
 from policy.categories import PROTECTED, protected_entries
 from policy.rules import RuleIndex
+from policy.services import Service
 from policy.state import ApprovalIndex, Exemption, PolicyState, StoreEpoch
 from policy.store import (
     ApprovalsReloaded,
@@ -52,6 +54,7 @@ from policy.store import (
     HostsAdded,
     PolicyStore,
     RulesChanged,
+    ServicesChanged,
     StoreError,
     StoreInitialised,
     StoreReset,
@@ -85,10 +88,12 @@ class PolicySync:
         seed: Mapping[str, Sequence[str]] | None = None,
         actor: str = "clearance serve",
         static_protected: tuple[str, ...] = (),
+        static_services: tuple[Service, ...] = (),
     ) -> None:
         self.store = store
         self.static_exemptions = static_exemptions  # from the config file; Redis holds the rest
         self.static_protected = static_protected  # protected hosts (shipped + config), never in Redis
+        self.static_services = static_services  # the shipped service catalogue (`service.catalogue`)
         self.check_interval = check_interval
         self.seed = dict(seed or {})  # the lists an (automatic) initialisation loads: `service.defaults`
         self.actor = actor  # who re-initialised the store, for the audit trail
@@ -106,6 +111,7 @@ class PolicySync:
             DirectoryChanged: self._reload_directory,
             ExemptionsChanged: self._set_exemptions,
             RulesChanged: self._set_rules,
+            ServicesChanged: self._switch_services,
             StoreInitialised: self._store_changed,
             StoreReset: self._store_changed,
         }
@@ -142,6 +148,7 @@ class PolicySync:
             self._hold(f"{why}; the store holds no category lists", state)
             return False
         state.exemptions = self.static_exemptions + state.exemptions
+        add_catalogue(state, self.static_services)  # after the check, like the protected hosts: not the store's
         state.categories.add(PROTECTED, self.static_protected)  # after the check: they are not the store's lists
         self._state = state
         self._lagging_since = None
@@ -243,6 +250,9 @@ class PolicySync:
 
     async def _set_rules(self, state: PolicyState, change: RulesChanged) -> None:
         state.rules = RuleIndex(change.rules)
+
+    async def _switch_services(self, state: PolicyState, change: ServicesChanged) -> None:
+        await self.resync(f"{change.kind} changed")  # a service's entries join or leave the index: rebuild it
 
     async def _check_version(self) -> None:
         """The safety net: the store is not the one the policy came from, or its version moved unannounced."""

@@ -49,6 +49,7 @@ GRANT_COLUMNS = (
     "subject",
     "category",
     "host",
+    "service",
     "approver",
     "justification",
     "ticket",

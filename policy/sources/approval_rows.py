@@ -120,18 +120,19 @@ def _reviews(value: Any) -> tuple[Review, ...]:
     return tuple(reviews)
 
 
-def _record_scope(values: Values) -> tuple[str | None, str | None]:
-    """(category, host) of a record: exactly one of them, the category a valid name."""
+def _record_scope(values: Values) -> tuple[str | None, str | None, str | None]:
+    """(category, host, service) of a record: exactly one of them, the category a valid name."""
     category = _text(values, "category")
     host = _text(values, "host")
-    if (category is None) == (host is None):
-        raise RowError("give exactly one scope: category or host")
+    service = _text(values, "service")
+    if [category, host, service].count(None) != 2:
+        raise RowError("give exactly one scope: category, service or host")
     if category is not None:
         try:
             validate_category(category)
         except ValueError as error:
             raise RowError(f"category: {error}") from None
-    return category, host
+    return category, host, service
 
 
 def _record_status(values: Values) -> ApprovalStatus:
@@ -149,7 +150,7 @@ def check_record(values: Values) -> Approval:
     if not ID_RE.match(approval_id):
         raise RowError(f"id: {approval_id!r} is not an approval id (A followed by a number)")
     kind = _kind(values)
-    category, host = _record_scope(values)
+    category, host, service = _record_scope(values)
     status = _record_status(values)
     moments = {
         key: _stored_moment(values, key, required)
@@ -184,6 +185,7 @@ def check_record(values: Values) -> Approval:
         valid_until=valid_until,
         review_due=review_due,
         ticket=_text(values, "ticket", strip=False),
+        service=service,
         status=status,
         revoked_by=_text(values, "revoked_by", strip=False),
         revoked_at=moments["revoked_at"],
@@ -247,6 +249,7 @@ def check_grant(values: Values, context: GrantContext) -> GrantSpec:
         valid_until=valid_until,
         department=owner or department,
         ticket=_text(values, "ticket"),
+        service=_text(values, "service"),
     )
 
 

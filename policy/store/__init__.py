@@ -14,6 +14,7 @@ from policy.store.changes import (
     ExemptionsChanged,
     HostsAdded,
     RulesChanged,
+    ServicesChanged,
     StoreInitialised,
     StoreReset,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "PolicyStore",
     "RequestChanged",
     "RulesChanged",
+    "ServicesChanged",
     "StoreError",
     "StoreInitialised",
     "StoreReset",

@@ -12,7 +12,7 @@ from policy.store.changes import Change, encode
 from policy.store.errors import StoreError
 
 # The Lua scripts, as files under scripts/ (each says what it does and why it must run inside Redis).
-SCRIPTS = ("bump", "add_hosts", "switch", "reserve_ids", "raise_seq", "last_used")
+SCRIPTS = ("bump", "add_hosts", "switch", "adopt_legacy", "reserve_ids", "raise_seq", "last_used")
 
 
 def script_text(name: str) -> str:

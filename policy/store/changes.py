@@ -22,6 +22,7 @@ from typing import Any, ClassVar, get_args, get_type_hints
 
 from policy.approvals import Approval
 from policy.rules import Rule
+from policy.services import Service
 from policy.state import Exemption
 
 
@@ -113,6 +114,15 @@ class RulesChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ServicesChanged:
+    """An admin's service added, replaced or removed: every admin service record afterwards, by id."""
+
+    kind: ClassVar[str] = "services"
+    version: int = 0
+    services: tuple[Service, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreInitialised:
     """A store without an identity was given one (and the default lists): workers reload it.
 
@@ -135,13 +145,29 @@ class StoreReset:
 
 
 Change = (
-    HostsAdded | CategoriesSwitched | ApprovalsSaved | ApprovalsReloaded | DirectoryChanged | ExemptionsChanged
-    | RulesChanged | StoreInitialised | StoreReset
+    HostsAdded
+    | CategoriesSwitched
+    | ApprovalsSaved
+    | ApprovalsReloaded
+    | DirectoryChanged
+    | ExemptionsChanged
+    | RulesChanged
+    | ServicesChanged
+    | StoreInitialised
+    | StoreReset
 )
 
 KINDS: tuple[type[Change], ...] = (
-    HostsAdded, CategoriesSwitched, ApprovalsSaved, ApprovalsReloaded, DirectoryChanged, ExemptionsChanged,
-    RulesChanged, StoreInitialised, StoreReset,
+    HostsAdded,
+    CategoriesSwitched,
+    ApprovalsSaved,
+    ApprovalsReloaded,
+    DirectoryChanged,
+    ExemptionsChanged,
+    RulesChanged,
+    ServicesChanged,
+    StoreInitialised,
+    StoreReset,
 )
 
 FieldParser = tuple[bool, Callable[[Any], Any]]  # (is a tuple, the parser of the string or of one tuple item)

@@ -107,19 +107,20 @@ class IdentityPart(CategoriesPart):
         raise StoreError("the store kept changing during its initialisation; nothing was changed, run it again")
 
     def _watched(self) -> list[str]:
-        return [self.key(*name.split(":")) for name in ("meta:epoch", "categories", "meta:defaults-loaded", "gen:seq")]
+        names = ("meta:epoch", "categories", "meta:defaults-loaded", "gen:seq", "lists")
+        return [self.key(*name.split(":")) for name in names]
 
     async def _try_initialise(self, seed: Seed, actor: str) -> Initialised | None:
-        epoch_key, categories, legacy, _ = self._watched()
+        epoch_key, categories, legacy, _, lists = self._watched()
         async with self.client.pipeline(transaction=True) as pipe:
             await pipe.watch(*self._watched())
             if await pipe.exists(epoch_key):
                 return None
-            lists = {} if await pipe.exists(categories, legacy) else seed
+            seeding = {} if await pipe.exists(categories, legacy, lists) else seed
             epoch = StoreEpoch(id=secrets.token_hex(8), at=utc_now().isoformat(), origin="initialised", by=actor)
             generation = int(await pipe.get(self.key("gen", "seq")) or 0)
             pipe.multi()  # type: ignore[no-untyped-call]
-            seeded = self._queue_epoch(pipe, epoch, lists, generation)
+            seeded = self._queue_epoch(pipe, epoch, seeding, generation)
             self._publish(pipe, StoreInitialised(epoch=epoch.id))
             after = {"epoch": epoch.id, "seeded": seeded}
             self._audit(pipe, actor, "store-initialise", epoch.id, None, None, after, log=False)
@@ -155,17 +156,9 @@ class IdentityPart(CategoriesPart):
         return Initialised(epoch=epoch, version=int(results[-2]), seeded=seeded)
 
     def _queue_epoch(self, pipe: Any, epoch: StoreEpoch, lists: Seed, generation: int) -> dict[str, int]:
-        """Queue the marker and one new generation per seeded list; the entries seeded, per category."""
+        """Queue the marker and the seeded lists (the `curated` source); the entries seeded, per category."""
         pipe.set(self.key("meta", "epoch"), epoch.to_json())
-        seeded: dict[str, int] = {}
-        for category, hosts in lists.items():
-            if hosts:
-                generation += 1
-                pipe.hset(self.key("categories"), category, str(generation))
-                pipe.sadd(self.key("cat", category, str(generation)), *hosts)
-                seeded[category] = len(set(hosts))
-        pipe.set(self.key("gen", "seq"), str(generation))
-        return seeded
+        return self._queue_seed(pipe, lists, generation)
 
     async def store_status(self) -> StoreStatus:
         """What `clearance store status` shows: the identity, the version and how much policy there is."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from policy.categories import NO_MATCH, CategoryMatch, lookup_keys
 from policy.rules import RuleIndex
-from policy.state import ApprovalIndex, PolicyState
+from policy.state import ApprovalIndex, PolicyState, ServiceCatalogue
 from policy.store.directory import DirectoryPart
 from policy.store.identity import IdentityPart
 from policy.store.requests import RequestsPart
-from policy.store.rules import RulesPart
+from policy.store.services import ServicesPart
 
 
-class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, RulesPart):
+class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, ServicesPart):
     async def load_state(self) -> PolicyState:
         """Everything, for a serve process: version (and epoch) first, so later changes are re-applied, never missed.
 
@@ -19,7 +19,7 @@ class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, RulesPart):
         """
         epoch, version = await self.identity()
         state = PolicyState(version=version, epoch=epoch)
-        for category, generation in (await self.generations()).items():
+        for (category, _source), generation in (await self.list_generations()).items():  # the union of sources
             async for batch in self.category_entries(category, generation):
                 state.categories.add(category, batch)
         await self._load_the_rest(state)
@@ -32,26 +32,27 @@ class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, RulesPart):
         hold it (33 or 129 members), so a CIDR entry is found without scanning a list.
         """
         suffixes = lookup_keys(host) if host else []
-        generations = await self.generations()
+        generations = await self.list_generations()  # every source's list: a category is their union
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.get(self.key("policy", "version"))
-            for category, generation in generations.items():
+            for (category, _source), generation in generations.items():
                 if suffixes:
                     pipe.smismember(self.key("cat", category, generation), suffixes)
             results = await pipe.execute()
         state = PolicyState(version=int(results[0] or 0))
         if suffixes:
-            for category, flags in zip(generations, results[1:], strict=True):
+            for (category, _source), flags in zip(generations, results[1:], strict=True):
                 state.categories.add(category, [entry for entry, hit in zip(suffixes, flags, strict=True) if hit])
         await self._load_the_rest(state)
         return state
 
     async def _load_the_rest(self, state: PolicyState) -> None:
-        """Everything but the category lists: approvals, rules, the directory and exemptions."""
+        """Everything but the category lists: approvals, rules, the directory, exemptions and admin services."""
         state.approvals = ApprovalIndex(await self.all_approvals())
         state.rules = RuleIndex(await self.list_rules())
         state.directory = await self.load_directory()
         state.exemptions = tuple(await self.exemptions())
+        state.services = ServiceCatalogue(await self.admin_services())  # the caller puts the shipped ones first
 
     async def lookup_categories(self, host: str) -> CategoryMatch:
         state = await self.state_for(host)

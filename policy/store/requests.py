@@ -1,4 +1,4 @@
-"""Access requests from the portal: one pending request per user, category and host; decided exactly once."""
+"""Access requests from the portal: one pending request per user, category, host and service; decided once."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ class RequestsPart(ApprovalsPart):
     ) -> tuple[AccessRequest | None, bool]:
         """A new pending request (built by `build` from its id), unless one exists: (request, created).
 
-        The request already made with this token (its nonce), or the pending one for the same user, category
-        and host, is returned instead, so a second submit never makes a second request. (None, False) when
-        the user already has `max_open_per_user` pending requests (0: no bound), checked in the same WATCH.
+        The request already made with this token (its nonce), or the pending one for the same user, category,
+        host and service (`policy.requests.open_key`), is returned instead, so a second submit never makes a
+        second request. (None, False) when the user already has `max_open_per_user` pending requests (0: no
+        bound), checked in the same WATCH.
         """
         open_hash = self.key("request", "open")
         token_key = self.key("request", "token", nonce)

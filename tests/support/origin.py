@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ class RecordedRequest:
     host: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    header_lines: tuple[tuple[str, str], ...] = ()  # every field line in order, repeats kept (headers merges them)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -64,6 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
                 host=host,
                 headers={name: value for name, value in self.headers.items()},
                 body=body,
+                header_lines=tuple(self.headers.items()),
             )
         )
         text = f"origin-ok {host} {self.path}"
@@ -111,10 +114,12 @@ class OriginServer:
 
     Every GET/POST/PUT/HEAD gets 200 text/plain `origin-ok <Host> <path>` (plus ` received=<n>` for
     POST/PUT). `.requests` is a snapshot list of RecordedRequest, safe to read from any thread.
+    With `tls` (a server-side SSLContext) it speaks HTTPS; the handshake runs in the request's own thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
+        self.tls = tls
         self._server: _OriginHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -124,6 +129,10 @@ class OriginServer:
 
     def start(self) -> OriginServer:
         self._server = _OriginHTTPServer(self.port)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
             name=f"origin-{self.port}",
