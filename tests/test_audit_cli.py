@@ -98,8 +98,8 @@ def test_every_change_is_audited_with_actor_before_and_after(cli: CLI, tmp_path:
     imports = by_action["categories-import"]
     assert imports["target"] == "web-im"
     assert imports["before"] == {"entries": {"web-im": 0}}
-    assert imports["after"]["entries"] == {"web-im": 3} and imports["after"]["mode"] == "merge"
-    assert imports["change"] == "merge: web-im 0→3"
+    assert imports["after"]["entries"] == {"web-im": 3} and imports["after"]["mode"] == "replace"
+    assert imports["change"] == "replace: web-im 0→3"
 
     allow, path_rule, removed = (record for record in records if record["action"].startswith("rule-"))
     assert allow["before"] is None and allow["after"]["kind"] == "allow" and allow["after"]["host"] == "mail.example"

@@ -209,6 +209,7 @@ def test_telegram_by_ip_is_blocked_as_web_im_until_approved(
 
     lines = wait_until(logged, 5.0, interval=0.05, what="a log line for every block")
     assert {(line["category"], line["reason"]) for line in lines} == {("web-im", "no-approval")}
+    assert {line["catalogue_service"] for line in lines} == {"telegram"}  # blocked as Telegram, every spelling
     assert {line["matched_entry"] for line in lines} == {"149.154.160.0/20", "2001:b28:f23d::/48"}
     assert {line["host"] for line in lines} == {"149.154.167.51", "2001:b28:f23d::a"}
 

@@ -96,7 +96,7 @@ def test_ut1_tree_imports_with_the_default_mapping(cli: CLI, tmp_path: Path, syn
     assert f"{tree}/webmail/domains:5: 'not a host': not a host name or IP address" in out
     assert f"{tree}/webmail/urls:3: 'portal.example/webmail': a path entry (use rules for paths)" in out
     summary = [line for line in out.splitlines() if line.startswith("imported ")]
-    assert len(summary) == 1 and "10 entries into 3 categories (merged)" in summary[0] and "hosts/s" in summary[0]
+    assert len(summary) == 1 and "10 entries into 3 categories (replaced)" in summary[0] and "hosts/s" in summary[0]
 
     assert lookup(cli, "https://a.mail.example/x") == "a.mail.example: webmail (list entry mail.example)"
     assert lookup(cli, "webmail.example.org") == "webmail.example.org: webmail (list entry webmail.example.org)"
@@ -282,21 +282,27 @@ def test_bad_csv_row_writes_nothing(cli: CLI, tmp_path: Path, sync_redis: redis.
 # ---- (4) merge, (5) dry run, (6) a bad plain-list row -----------------------------------------------------
 
 
-def test_merge_keeps_existing_entries_and_replace_drops_only_that_sources(cli: CLI, tmp_path: Path) -> None:
+def test_a_reimport_replaces_its_source_merge_keeps_it_and_other_sources_stay(cli: CLI, tmp_path: Path) -> None:
     cli("categories", "add", "webmail", "old.example")  # the admin source
     csv_path = write(tmp_path / "new.csv", "host,category\nnew.example,webmail\nstale.example,webmail\n")
     out = cli("categories", "import", str(csv_path)).stdout  # the source `new` (the file's stem)
     assert out.splitlines()[1].split()[:4] == ["webmail", "2", "0", "2"]  # the source's entries: now, before, read
-    assert "(merged) as source new: 2 added, 0 removed" in out
+    assert "(replaced) as source new: 2 added, 0 removed" in out
+    write(csv_path, "host,category\nnew.example,webmail\nkept.example,webmail\n")
+    out = cli("categories", "import", str(csv_path), "--merge").stdout
+    assert "(merged) as source new: 1 added, 0 removed" in out
+    assert "webmail" in lookup(cli, "stale.example")  # --merge keeps what the file no longer holds
     write(csv_path, "host,category\nnew.example,webmail\n")
-    out = cli("categories", "import", str(csv_path), "--replace").stdout
-    assert "(replaced) as source new: 0 added, 1 removed" in out
-    assert "no category" in lookup(cli, "stale.example")  # the source's stale entry went
+    out = cli("categories", "import", str(csv_path)).stdout  # a plain re-import: the file is the source
+    assert "(replaced) as source new: 0 added, 2 removed" in out
+    assert "no category" in lookup(cli, "stale.example") and "no category" in lookup(cli, "kept.example")
     assert "webmail" in lookup(cli, "old.example") and "webmail" in lookup(cli, "new.example")
     listing = write(tmp_path / "list.txt", "newest.example\n")
     cli("categories", "import", str(listing), "--category", "webmail", "--replace")  # source `list`: others stay
     assert "webmail" in lookup(cli, "old.example") and "webmail" in lookup(cli, "new.example")
     assert stats(cli) == ["webmail", "3"]
+    both = cli("categories", "import", str(listing), "--category", "webmail", "--replace", "--merge", check=False)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
 def test_dry_run_writes_nothing(cli: CLI, tmp_path: Path, sync_redis: redis.Redis) -> None:

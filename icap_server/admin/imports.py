@@ -39,8 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="a UT1 / squidGuard directory, a host,category CSV or a list")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="default: detect from PATH")
     parser.add_argument("--category", help="the category of a plain host list")
-    parser.add_argument(
-        "--replace", action="store_true", help="each imported category holds exactly the source (default: merge)"
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--replace",
+        action="store_true",
+        help="the source's lists hold exactly what PATH holds: a re-import drops its stale entries (the default)",
+    )
+    mode.add_argument(
+        "--merge", action="store_true", help="add to the source's lists, keeping the entries PATH no longer holds"
     )
     parser.add_argument(
         "--map",
@@ -137,7 +143,7 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
                     for target in report.targets
                 }
                 result = await store.import_categories(
-                    batches, replace=args.replace, progress=advance, actor=args.actor, source=name, info=info
+                    batches, replace=not args.merge, progress=advance, actor=args.actor, source=name, info=info
                 )
         except SourceError as error:
             raise UsageError(str(error)) from None
@@ -146,7 +152,7 @@ def categories_import(args: argparse.Namespace, config: Config) -> StoreAction:
                 workdir.cleanup()
         elapsed = time.perf_counter() - started
         timing = (parsed, time.perf_counter() - written, elapsed)
-        print_result(report, result, args.replace, timing)
+        print_result(report, result, not args.merge, timing)
         return 0
 
     return action
