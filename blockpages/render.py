@@ -2,8 +2,9 @@
 
 Rendering is separate from the ICAP layer so pages can be previewed and tested on their own. Everything
 reflected from the request (host, path, user) goes through Jinja2's autoescaping (HTML) or JSON encoding, and
-the page needs nothing from outside itself: the logo is inlined as a data: URI, styles are inline, and there is
-no script, so the Content-Security-Policy sent with it can forbid everything else.
+the page needs nothing from outside itself: the logo is inlined as a data: URI, the stylesheet it shares with
+the portal (`style.py`) is inlined, and there is no script, so the Content-Security-Policy sent with it can
+forbid everything else. Long hosts and paths wrap after their dots and slashes (the `breakable` filter).
 
 Templates: `block.html` and `block.txt`, looked up first in `blockpages.template_dir` (the admins' own), then
 among the built-in ones. `Renderer` compiles every template and renders each page template with sample facts
@@ -34,6 +35,7 @@ import jinja2
 from .catalog import N_, category_label, load_translations, translator
 from .negotiate import LANGUAGES, Format, Language
 from .settings import PageSettings, TemplateError
+from .style import breakable, page_style
 
 LOGO_MAX_BYTES = 128 * 1024
 DISPLAY_CHARS = 80  # host and path longer than this are shortened on the page (in full in JSON)
@@ -88,6 +90,12 @@ ADVICE: dict[str, str] = {
         "requests, contact us and quote the reference on this page."
     ),
 }
+# With the request form on the page, the advice points to it (without one, the organisation's how-to-request text
+# or the reason's advice above); approval-suspended keeps its own first sentence.
+ADVICE_WITH_FORM = N_("Tell the head of your department why your work needs it, with the form below.")
+SUSPENDED_WITH_FORM = N_(
+    "Ask the head of your department to review your approval, or ask for a new one with the form below."
+)
 # Reasons that are about no category (the page shows no category's name in them).
 UNCATEGORISED = frozenset({"policy-unavailable", "bad-request"})
 # A catalogue service named in a reason's sentence, with its category beside it: "WhatsApp (web instant messaging)".
@@ -219,6 +227,7 @@ class Renderer:
         brand = settings.branding
         self.zone = ZoneInfo(settings.timezone)
         self.logo = logo_data_uri(brand.logo) if brand.logo else None
+        self.style = page_style(brand.primary_colour, brand.accent_colour)
         self.translations = load_translations()
         self.translate = {language: translator(language) for language in LANGUAGES}
         loaders: list[jinja2.BaseLoader] = []
@@ -244,6 +253,7 @@ class Renderer:
         environment.install_gettext_translations(self.translations[language], newstyle=True)  # type: ignore[attr-defined]
         other = next(code for code in LANGUAGES if code != language)
         environment.globals["alt"] = self.translate[other]  # the same message in the other language
+        environment.filters["breakable"] = breakable  # a long host or path wraps after its dots and slashes
         return environment
 
     # ---- the three formats ------------------------------------------------------------------------------------
@@ -268,6 +278,16 @@ class Renderer:
         if facts.service is not None and facts.reason not in UNCATEGORISED:
             label = translate(SERVICE_IN_SENTENCE, service=facts.service.name(language), category=label)
         return translate(template, category=label)
+
+    def advice(self, reason: str, with_form: bool, language: Language) -> str:
+        """What to do: with a request form on the page, use it; else the reason's advice or how to request."""
+        if with_form:
+            return self.translate[language](SUSPENDED_WITH_FORM if reason == "approval-suspended" else ADVICE_WITH_FORM)
+        advice = ADVICE.get(reason)
+        if advice:
+            return self.translate[language](advice)
+        brand = self.settings.branding
+        return brand.how_to_request_zh if language == "zh-HK" else brand.how_to_request_en
 
     def json(self, facts: BlockFacts, form: RequestForm | None) -> bytes:
         document = {
@@ -294,7 +314,6 @@ class Renderer:
         names = {"en": brand.name_en, "zh-HK": brand.name_zh}
         how_to = {"en": brand.how_to_request_en, "zh-HK": brand.how_to_request_zh}
         host, path, user = printable(facts.host), printable(facts.path), facts.user and printable(facts.user)
-        advice = ADVICE.get(facts.reason)
         return {
             "lang": language,
             "other_lang": other,
@@ -302,7 +321,7 @@ class Renderer:
             "heading_other": other_translate(HEADING),
             "message": self.message(facts, language),
             "message_other": self.message(facts, other),
-            "advice": translate(advice) if advice else how_to[language],
+            "advice": self.advice(facts.reason, form is not None, language),
             "requestable": facts.reason in REQUESTABLE,
             "page": {
                 "host": host,
@@ -332,6 +351,7 @@ class Renderer:
             },
             "brand": {
                 "logo": self.logo,
+                "style": self.style,
                 "primary": brand.primary_colour,
                 "accent": brand.accent_colour,
                 "contact_email": brand.contact_email,

@@ -1,7 +1,9 @@
-"""What the department heads are sent: the approval report, and one-line summaries of audit entries.
+"""What a department head looks at: the approvals' sections, and one-line summaries of audit entries.
 
 Pure computation on plain values (approvals, usage, audit records): no Redis, no clock of its own, so the
-sections can be checked at a fixed `now`. `icap_server.audit_report` reads the store and renders the results.
+sections can be checked at a fixed `now`. `clearance audit` renders the summaries; `clearance report` shows
+the sections as flags on its rows (`policy.access_report`, one row per person × approval), and the heads'
+reminders use the same definitions.
 
 The five sections, per department (`Approval.department`, "-" for none):
 
@@ -134,9 +136,14 @@ def service_key(approval: Approval, catalogue: ServiceCatalogue) -> ServiceKey:
 
 def active_by_service(department: DepartmentReport, catalogue: ServiceCatalogue) -> tuple[ServiceCount, ...]:
     """The department's active approvals counted per service (then per category), services first."""
+    return count_services((item.approval for item in department.active), catalogue)
+
+
+def count_services(approvals: Iterable[Approval], catalogue: ServiceCatalogue) -> tuple[ServiceCount, ...]:
+    """Approvals counted per service (then per category or host), services first, ids in number order."""
     grouped: dict[ServiceKey, list[str]] = {}
-    for item in sorted(department.active, key=lambda item: _number(item.approval)):  # ids in number order
-        grouped.setdefault(service_key(item.approval, catalogue), []).append(item.approval.id)
+    for approval in sorted(approvals, key=_number):
+        grouped.setdefault(service_key(approval, catalogue), []).append(approval.id)
     ordered = sorted(grouped.items(), key=lambda pair: (pair[0].service is None, pair[0].label))
     return tuple(ServiceCount(key, len(ids), tuple(ids)) for key, ids in ordered)
 

@@ -7,6 +7,11 @@ blocked request. The portal accepts a request for access only with a valid, unex
 identity from the token, never from a form field.
 
 Format: `base64url(json payload) . base64url(HMAC-SHA256(secret, payload))`.
+
+The heads' workspace signs two more things with the same secret, each under a key of its own derived from it
+(so one kind can never pass for another): the single-use links in a head's e-mail (`LinkClaim`: the head, the
+item, the actions it allows, an expiry; the portal records its nonce as used) and its forms' CSRF tokens
+(`form_token`: the head and the page, an expiry).
 """
 
 from __future__ import annotations
@@ -51,6 +56,34 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True, slots=True)
+class LinkClaim:
+    """A link in a head's e-mail: who may act through it, on which item (Q… or A…), with which actions, until when."""
+
+    head: str
+    item: str
+    actions: tuple[str, ...]
+    expires_at: int  # Unix seconds
+    nonce: str = ""  # what the store records once the link has been used
+
+
+LINK_PURPOSE = b"clearance heads link"
+FORM_PURPOSE = b"clearance heads form"
+
+
+def _purpose_key(secret: str, purpose: bytes) -> bytes:
+    """A key of its own for each kind of token, derived from the one secret."""
+    return hmac.new(secret.encode(), purpose, hashlib.sha256).digest()
+
+
+def _split(token: str) -> tuple[bytes, bytes]:
+    try:
+        payload_text, mac_text = token.strip().split(".")
+        return _unb64(payload_text), _unb64(mac_text)
+    except (ValueError, UnicodeEncodeError):
+        raise TokenError("malformed token") from None
+
+
 def sign(claim: RequestClaim, secret: str) -> str:
     if not claim.nonce:
         claim = RequestClaim(**{**asdict(claim), "nonce": secrets.token_urlsafe(8)})
@@ -61,12 +94,7 @@ def sign(claim: RequestClaim, secret: str) -> str:
 
 def verify(token: str, secret: str, now: datetime | None = None) -> RequestClaim:
     """The claim inside a token, or TokenError: bad shape, bad signature (forged or another secret), expired."""
-    try:
-        payload_text, mac_text = token.strip().split(".")
-        payload = _unb64(payload_text)
-        mac = _unb64(mac_text)
-    except (ValueError, UnicodeEncodeError):
-        raise TokenError("malformed token") from None
+    payload, mac = _split(token)
     expected = hmac.new(secret.encode(), payload, hashlib.sha256).digest()
     if not hmac.compare_digest(mac, expected):
         raise TokenError("token signature does not match: forged, altered or from another server")
@@ -78,3 +106,47 @@ def verify(token: str, secret: str, now: datetime | None = None) -> RequestClaim
     if moment.timestamp() >= claim.expires_at:
         raise TokenError("token expired: reload the blocked page and request access again")
     return claim
+
+
+def sign_link(claim: LinkClaim, secret: str) -> str:
+    """A link token (a fresh nonce unless the claim has one), under the links' own key."""
+    if not claim.nonce:
+        claim = LinkClaim(claim.head, claim.item, claim.actions, claim.expires_at, secrets.token_urlsafe(12))
+    payload = json.dumps(asdict(claim), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    mac = hmac.new(_purpose_key(secret, LINK_PURPOSE), payload, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(mac)}"
+
+
+def verify_link(token: str, secret: str, now: datetime | None = None) -> LinkClaim:
+    """The claim of a link, or TokenError: bad shape, bad signature (forged, altered, or not a link), expired."""
+    payload, mac = _split(token)
+    expected = hmac.new(_purpose_key(secret, LINK_PURPOSE), payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, expected):
+        raise TokenError("link signature does not match: forged, altered or from another server")
+    try:
+        record = json.loads(payload)
+        claim = LinkClaim(**{**record, "actions": tuple(record["actions"])})
+    except (ValueError, TypeError, KeyError):
+        raise TokenError("malformed link payload") from None
+    if not claim.nonce or (now or datetime.now(UTC)).timestamp() >= claim.expires_at:
+        raise TokenError("link expired")
+    return claim
+
+
+def form_token(secret: str, head: str, page: str, expires_at: int) -> str:
+    """A form's CSRF token: `expires.mac`, the MAC over the head, the page and the expiry."""
+    message = f"{head}\n{page}\n{expires_at}".encode()
+    return f"{expires_at}.{_b64(hmac.new(_purpose_key(secret, FORM_PURPOSE), message, hashlib.sha256).digest())}"
+
+
+def form_token_problem(token: str, secret: str, head: str, page: str, now: datetime | None = None) -> str | None:
+    """None for a form token made for this head and page and not expired; else why not (missing, forged, expired)."""
+    expires_text, _, _mac = token.strip().partition(".")
+    if not token or not expires_text.isdigit() or len(expires_text) > 12:
+        return "missing"
+    expires_at = int(expires_text)
+    if not hmac.compare_digest(token.strip().encode(), form_token(secret, head, page, expires_at).encode()):
+        return "forged"
+    if (now or datetime.now(UTC)).timestamp() >= expires_at:
+        return "expired"
+    return None

@@ -95,7 +95,7 @@ def test_hostile_input_never_runs_in_chromium(
     title = re.search(r"<title>(.*?)</title>", dom, re.DOTALL).group(1)  # type: ignore[union-attr]
     assert title.startswith("Access to this site is blocked · 此網站已被封鎖") and "pwned" not in title
     escaped = "&lt;script&gt;document.title='pwned'&lt;/script&gt;"
-    assert dom.count(escaped) >= 3, dom  # path, user and contact, each as text
+    assert dom.replace("<wbr>", "").count(escaped) >= 3, dom  # path, user, contact: as text
     assert "<script" not in dom
 
 

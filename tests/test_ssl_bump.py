@@ -86,4 +86,4 @@ def test_https_request_to_a_restricted_site_gets_the_block_page_through_ssl_bump
     assert result.status == 403, (result, squid.cache_log_text()[-2000:])
     page = result.body.decode("utf-8")
     assert "Access to this site is blocked" in page and "此網站已被封鎖" in page
-    assert "mail.personal-mail.example" in page
+    assert "mail.personal-mail.example" in page.replace("<wbr>", "")  # long values may wrap after a dot

@@ -7,13 +7,16 @@ Import and export (files of approvals) are their own module, `icap_server.admin.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from icap_server.admin import approvals_io
+from icap_server.admin.output import add_format, print_record, print_rows
+from icap_server.admin.records import APPROVAL_LINES, APPROVAL_TABLE, ApprovalRow, approval_record, approval_row
+from icap_server.admin.requests import decided
 from icap_server.admin.support import (
     Commands,
     StoreAction,
@@ -22,15 +25,13 @@ from icap_server.admin.support import (
     approval_rules,
     check_department,
     checked_category,
-    local_time,
-    print_fields,
-    print_table,
     store_approval_rules,
 )
 from icap_server.config import Config
+from icap_server.service.decisions import review_approval, stop_approval
 from policy.approvals import Approval, State, SubjectKind
 from policy.identity import normalise_username
-from policy.lifecycle import GrantSpec, LifecycleError, build_approval, review, revoke, suspend
+from policy.lifecycle import GrantSpec, LifecycleError, build_approval
 from policy.store import PolicyStore
 
 
@@ -39,11 +40,13 @@ def register(commands: Commands) -> None:
     _register_grant(approvals)
     show = approvals.add_parser("show", help="one approval in full, with its reviews and usage")
     show.add_argument("id")
+    add_format(show)
     show.set_defaults(handler=approvals_show)
     listing = approvals.add_parser("list", help="list approvals")
     listing.add_argument("--user", help="approvals whose subject is this user")
     listing.add_argument("--department", help="approvals owned by this department")
     listing.add_argument("--state", choices=[str(state) for state in State], help="the state now")
+    add_format(listing)
     listing.set_defaults(handler=approvals_list)
     revoke_parser = approvals.add_parser("revoke", help="revoke an approval now")
     revoke_parser.add_argument("id")
@@ -154,44 +157,29 @@ def approvals_grant(args: argparse.Namespace, config: Config) -> StoreAction:
     return action
 
 
-def _change(
-    change: Callable[[Approval, PolicyStore], Awaitable[Approval]], action_name: str
-) -> Callable[[argparse.Namespace, Config], StoreAction]:
-    """A handler that loads one approval, changes it, and saves it with its audit entry."""
-
-    def handler(args: argparse.Namespace, config: Config) -> StoreAction:
-        async def action(store: PolicyStore) -> int:
-            before = await store.get_approval(args.id)
-            try:
-                after = await change(before, store)
-            except LifecycleError as error:
-                raise UsageError(str(error)) from None
-            await store.save_approval(after, args.actor, action_name, before)
-            print(f"{after.id} {after.state(datetime.now(UTC), config.approvals.on_review_overdue)}")
-            return 0
-
-        return action
-
-    return handler
+def _said(after: Approval, config: Config) -> int:
+    print(f"{after.id} {after.state(datetime.now(UTC), config.approvals.on_review_overdue)}")
+    return 0
 
 
-def _stop(stop: Callable[..., Approval], name: str) -> Callable[[argparse.Namespace, Config], StoreAction]:
+def _stop(name: Literal["revoke", "suspend"]) -> Callable[[argparse.Namespace, Config], StoreAction]:
     """`revoke` or `suspend`: --by must be the approver, a head or delegate of its department, or an admin."""
 
     def handler(args: argparse.Namespace, config: Config) -> StoreAction:
         by = normalise_username(args.by, config.identity)
         rules = approval_rules(config)
 
-        async def change(approval: Approval, store: PolicyStore) -> Approval:
-            return stop(approval, by, args.reason, datetime.now(UTC), await store.load_directory(), rules)
+        async def action(store: PolicyStore) -> int:
+            stopping = stop_approval(store, rules, args.id, by, args.reason, args.actor, name)
+            return _said(await decided(stopping), config)
 
-        return _change(change, name)(args, config)
+        return action
 
     return handler
 
 
-approvals_revoke = _stop(revoke, "revoke")
-approvals_suspend = _stop(suspend, "suspend")
+approvals_revoke = _stop("revoke")
+approvals_suspend = _stop("suspend")
 
 
 def approvals_review(args: argparse.Namespace, config: Config) -> StoreAction:
@@ -199,10 +187,11 @@ def approvals_review(args: argparse.Namespace, config: Config) -> StoreAction:
     decision: Literal["keep", "revoke"] = "keep" if args.keep else "revoke"
     rules = approval_rules(config)
 
-    async def change(approval: Approval, store: PolicyStore) -> Approval:
-        return review(approval, by, decision, args.note, datetime.now(UTC), await store.load_directory(), rules)
+    async def action(store: PolicyStore) -> int:
+        reviewing = review_approval(store, rules, args.id, by, decision, args.note, args.actor)
+        return _said(await decided(reviewing), config)
 
-    return _change(change, f"review-{decision}")(args, config)
+    return action
 
 
 def approvals_list(args: argparse.Namespace, config: Config) -> StoreAction:
@@ -215,7 +204,7 @@ def approvals_list(args: argparse.Namespace, config: Config) -> StoreAction:
         usage = await store.usage()
         approvals = await store.all_approvals()
         check_department(args.department, await store.load_directory(), (item.department for item in approvals))
-        rows = [("ID", "SUBJECT", "SCOPE", "STATE", "VALID UNTIL", "REVIEW DUE", "APPROVER", "DEPARTMENT", "USES")]
+        rows: list[ApprovalRow] = []
         for approval in approvals:
             if user and not (approval.subject_kind is SubjectKind.USER and approval.subject == user):
                 continue
@@ -224,20 +213,8 @@ def approvals_list(args: argparse.Namespace, config: Config) -> StoreAction:
             state = approval.state(now, overdue)
             if args.state and state != args.state:
                 continue
-            rows.append(
-                (
-                    approval.id,
-                    f"{approval.subject_kind} {approval.subject}",
-                    approval.scope(),
-                    str(state),
-                    local_time(approval.valid_until - timedelta(seconds=1), zone),
-                    local_time(approval.review_due, zone),
-                    approval.approver,
-                    approval.department or "-",
-                    str(usage.get(approval.id, (0, None))[0]),
-                )
-            )
-        print_table(rows)
+            rows.append(approval_row(approval, state, usage.get(approval.id, (0, None))[0]))
+        print_rows(args.format, ApprovalRow, rows, APPROVAL_TABLE, zone)
         return 0
 
     return action
@@ -249,40 +226,8 @@ def approvals_show(args: argparse.Namespace, config: Config) -> StoreAction:
     async def action(store: PolicyStore) -> int:
         approval = await store.get_approval(args.id)
         count, last_used = (await store.usage()).get(approval.id, (0, None))
-        now = datetime.now(UTC)
-        lines = [
-            ("id", approval.id),
-            ("state", str(approval.state(now, config.approvals.on_review_overdue))),
-            ("subject", f"{approval.subject_kind} {approval.subject}"),
-            ("scope", approval.scope()),
-            ("department", approval.department or "-"),
-            ("approver", approval.approver),
-            ("justification", approval.justification),
-            ("ticket", approval.ticket or "-"),
-            ("created", f"{local_time(approval.created_at, zone)} by {approval.created_by}"),
-            ("valid", f"{local_time(approval.valid_from, zone)} to {local_time(approval.valid_until, zone)}"),
-            ("review due", local_time(approval.review_due, zone)),
-            ("used", f"{count} times, last {local_time(last_used, zone)}"),
-        ]
-        if approval.revoked_at:
-            lines.append(
-                (
-                    "revoked",
-                    f"{local_time(approval.revoked_at, zone)} by {approval.revoked_by}: "
-                    f"{approval.revoke_reason or '-'}",
-                )
-            )
-        if approval.suspended_at:
-            lines.append(
-                (
-                    "suspended",
-                    f"{local_time(approval.suspended_at, zone)} by {approval.suspended_by}: "
-                    f"{approval.suspend_reason or '-'}",
-                )
-            )
-        for item in approval.reviews:
-            lines.append(("review", f"{local_time(item.at, zone)} {item.decision} by {item.by}: {item.note or '-'}"))
-        print_fields(lines)
+        state = approval.state(datetime.now(UTC), config.approvals.on_review_overdue)
+        print_record(args.format, approval_record(approval, state, count, last_used), APPROVAL_LINES, zone)
         return 0
 
     return action

@@ -8,18 +8,20 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from icap_server.admin import imports, updates
+from icap_server.admin.output import TableText, add_format, print_rows
 from icap_server.admin.support import (
     Commands,
     StoreAction,
     UsageError,
     add_group,
     checked_category,
-    local_time,
     reading,
 )
 from icap_server.config import Config
@@ -51,7 +53,9 @@ def register(commands: Commands) -> None:
     lookup = categories.add_parser("lookup", help="show which list entry and categories govern a URL or host")
     lookup.add_argument("url")
     lookup.set_defaults(handler=categories_lookup)
-    categories.add_parser("stats", help="entries per category and per source").set_defaults(handler=categories_stats)
+    stats = categories.add_parser("stats", help="entries per category and per source")
+    add_format(stats)
+    stats.set_defaults(handler=categories_stats)
     importing = categories.add_parser(
         "import", help="import UT1 / squidGuard trees or archives, host,category CSV or host lists"
     )
@@ -130,40 +134,74 @@ def categories_lookup(args: argparse.Namespace, config: Config) -> StoreAction:
     return action
 
 
+@dataclass(frozen=True)
+class StatRow:
+    """One line of `categories stats`: a category's entries (its sources together; `source` None), or one
+    source's entries in it, with when the source was written and what it is."""
+
+    category: str
+    source: str | None
+    entries: int
+    lists_date: datetime | str | None  # the lists' own date (an archive's newest member)
+    shipped_version: str | None  # curated: the shipped version of the lists it holds
+    updated: datetime | str | None  # when an import or update last replaced or merged it
+    origin: str | None  # a URL or file name
+
+
 def categories_stats(args: argparse.Namespace, config: Config) -> StoreAction:
     """`CATEGORY<TAB>entries` (its sources together), then `  SOURCE<TAB>entries<TAB>dates` for each source."""
-    zone = ZoneInfo(config.policy.timezone)
 
     async def action(store: PolicyStore) -> int:
         lists, infos = await store.list_sizes(), await store.source_infos()
+        rows: list[StatRow] = []
         for name, size in (await store.category_sizes()).items():
-            print(f"{name}\t{size}")
+            rows.append(StatRow(name, None, size, None, None, None, None))
             for (category, source), entries in lists.items():
                 if category == name and entries:
-                    print(f"  {source}\t{entries}\t{describe_source(infos.get(source), zone)}")
+                    rows.append(source_row(category, source, entries, infos.get(source)))
+        print_rows(args.format, StatRow, rows, stats_lines, ZoneInfo(config.policy.timezone))
         return 0
 
     return action
 
 
-def describe_source(info: SourceInfo | None, zone: ZoneInfo) -> str:
-    """When a source was written and what it is: the lists' own date, the shipped version, its origin."""
-    if info is None:
-        return "-"
-    parts = []
-    if info.date:
-        parts.append(f"lists of {_when(info.date, zone)}")
-    if info.version:
-        parts.append(f"shipped {info.version}")
-    if info.updated:
-        parts.append(f"updated {_when(info.updated, zone)}")
-    if info.origin:
-        parts.append(f"from {info.origin}")
-    return ", ".join(parts) or "-"
+def source_row(category: str, source: str, entries: int, info: SourceInfo | None) -> StatRow:
+    info = info or SourceInfo()
+    return StatRow(
+        category,
+        source,
+        entries,
+        _moment(info.date),
+        info.version or None,
+        _moment(info.updated),
+        info.origin or None,
+    )
 
 
-def _when(text: str, zone: ZoneInfo) -> str:
+def stats_lines(rows: Sequence[StatRow], text: TableText) -> Iterator[str]:
+    """The stats table: a category's line, then each source's, indented, with what is known of it."""
+    for row in rows:
+        if row.source is None:
+            yield f"{row.category}\t{row.entries}"
+            continue
+        parts = [
+            text.fill(template, row)
+            for template, field in (
+                ("lists of {lists_date}", row.lists_date),
+                ("shipped {shipped_version}", row.shipped_version),
+                ("updated {updated}", row.updated),
+                ("from {origin}", row.origin),
+            )
+            if field
+        ]
+        yield f"  {row.source}\t{row.entries}\t{', '.join(parts) or '-'}"
+
+
+def _moment(text: str) -> datetime | str | None:
+    """A date the store wrote (ISO 8601), or its text as written when it is not one."""
+    if not text:
+        return None
     try:
-        return local_time(datetime.fromisoformat(text), zone)
+        return datetime.fromisoformat(text)
     except ValueError:
         return text

@@ -7,8 +7,11 @@ user falls under; it is loaded whole (or merged) from a CSV export.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from icap_server.admin.output import Line, add_format, print_record
 from icap_server.admin.support import Commands, StoreAction, UsageError, add_group, reading
 from icap_server.config import Config
 from policy.directory import DirectoryError, parse_directory_csv
@@ -24,6 +27,7 @@ def register(commands: Commands) -> None:
     load.set_defaults(handler=directory_load)
     show = directory.add_parser("show", help="one person's department, groups and approver roles")
     show.add_argument("user")
+    add_format(show)
     show.set_defaults(handler=directory_show)
 
 
@@ -43,6 +47,33 @@ def directory_load(args: argparse.Namespace, config: Config) -> StoreAction:
     return action
 
 
+@dataclass(frozen=True)
+class PersonRecord:
+    """One person as `directory show` shows them: `heads` and `delegates` are the departments they approve
+    for; `department_heads` and `department_delegates` are who approves for theirs."""
+
+    user: str
+    name: str | None
+    department: str
+    department_heads: tuple[str, ...]
+    department_delegates: tuple[str, ...]
+    groups: tuple[str, ...]
+    heads: tuple[str, ...]
+    delegates: tuple[str, ...]
+    email: str | None
+
+
+PERSON_TABLE = (
+    Line("user", "{user}"),
+    Line("name", "{name}"),
+    Line("department", "{department} (heads: {department_heads}; delegates: {department_delegates})"),
+    Line("groups", "{groups}"),
+    Line("heads", "{heads}"),
+    Line("delegate", "{delegates}"),
+    Line("email", "{email}"),
+)
+
+
 def directory_show(args: argparse.Namespace, config: Config) -> StoreAction:
     user = normalise_username(args.user, config.identity)
 
@@ -52,16 +83,18 @@ def directory_show(args: argparse.Namespace, config: Config) -> StoreAction:
         if person is None:
             raise StoreError(f"{user!r} is not in the directory")
         heads, delegates = directory.approvers_of(person.department)
-        print(f"user:       {person.user}")
-        print(f"name:       {person.name or '-'}")
-        print(
-            f"department: {person.department} (heads: {', '.join(sorted(heads)) or '-'}; "
-            f"delegates: {', '.join(sorted(delegates)) or '-'})"
+        record = PersonRecord(
+            user=person.user,
+            name=person.name or None,
+            department=person.department,
+            department_heads=tuple(sorted(heads)),
+            department_delegates=tuple(sorted(delegates)),
+            groups=tuple(sorted(person.groups)),
+            heads=tuple(sorted(person.heads)),
+            delegates=tuple(sorted(person.delegates)),
+            email=person.email or None,
         )
-        print(f"groups:     {', '.join(sorted(person.groups)) or '-'}")
-        print(f"heads:      {', '.join(sorted(person.heads)) or '-'}")
-        print(f"delegate:   {', '.join(sorted(person.delegates)) or '-'}")
-        print(f"email:      {person.email or '-'}")
+        print_record(args.format, record, PERSON_TABLE, ZoneInfo(config.policy.timezone), width=11)
         return 0
 
     return action

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
-from icap_server.admin.support import Commands, StoreAction, UsageError, add_group, print_table
+from icap_server.admin.output import Line, add_format, print_rows
+from icap_server.admin.support import Commands, StoreAction, UsageError, add_group
 from icap_server.config import Config
 from icap_server.service.exemptions import static_exemptions
 from policy.store import PolicyStore
@@ -21,7 +24,9 @@ def register(commands: Commands) -> None:
     add.add_argument("--category", action="append", default=[], help="only this category (repeatable)")
     add.add_argument("--note", default="")
     add.set_defaults(handler=exemptions_add)
-    exemptions.add_parser("list", help="list exemptions (config file and Redis)").set_defaults(handler=exemptions_list)
+    listing = exemptions.add_parser("list", help="list exemptions (config file and Redis)")
+    add_format(listing)
+    listing.set_defaults(handler=exemptions_list)
     remove = exemptions.add_parser("remove", help="remove an exemption added here")
     remove.add_argument("id")
     remove.set_defaults(handler=exemptions_remove)
@@ -45,15 +50,34 @@ def exemptions_add(args: argparse.Namespace, config: Config) -> StoreAction:
     return action
 
 
+@dataclass(frozen=True)
+class ExemptionRow:
+    """One exemption as `exemptions list` shows it; no `categories` means every restricted category."""
+
+    id: str
+    network: str
+    categories: tuple[str, ...]
+    source: str  # config (the file) or redis (added with `exemptions add`)
+    note: str
+
+
+EXEMPTION_TABLE = (
+    Line("ID", "{id}"),
+    Line("NETWORK", "{network}"),
+    Line("CATEGORIES", "{categories}", when="categories", otherwise="all restricted"),
+    Line("SOURCE", "{source}"),
+    Line("NOTE", "{note}"),
+)
+
+
 def exemptions_list(args: argparse.Namespace, config: Config) -> StoreAction:
     async def action(store: PolicyStore) -> int:
-        rows = [("ID", "NETWORK", "CATEGORIES", "SOURCE", "NOTE")]
+        rows: list[ExemptionRow] = []
         for source, items in (("config", static_exemptions(config)), ("redis", tuple(await store.exemptions()))):
             rows += [
-                (item.id, item.network, ", ".join(sorted(item.categories)) or "all restricted", source, item.note)
-                for item in items
+                ExemptionRow(item.id, item.network, tuple(sorted(item.categories)), source, item.note) for item in items
             ]
-        print_table(rows)
+        print_rows(args.format, ExemptionRow, rows, EXEMPTION_TABLE, ZoneInfo(config.policy.timezone))
         return 0
 
     return action

@@ -25,6 +25,8 @@ from icap_server.admin import (
     directory,
     exemptions,
     explain,
+    reminders,
+    report,
     requests,
     rules,
     serve,
@@ -49,8 +51,10 @@ COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     approvals.register,
     directory.register,
     exemptions.register,
-    audit.register,  # `audit` and `report`
+    audit.register,
+    report.register,
     requests.register,
+    reminders.register,  # `reminders run`: the heads' digest and the notes to people
     rules.register,
     blockpages.register,
     explain.register,

@@ -9,11 +9,12 @@ saved with its audit entry and change announcement together with the request's d
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from icap_server.admin.output import add_format, print_record, print_rows
+from icap_server.admin.records import REQUEST_LINES, REQUEST_TABLE, RequestRow, request_record, request_row
 from icap_server.admin.support import (
     Commands,
     StoreAction,
@@ -21,17 +22,15 @@ from icap_server.admin.support import (
     add_group,
     approval_rules,
     check_department,
-    local_time,
-    print_fields,
-    print_table,
     store_approval_rules,
 )
 from icap_server.config import Config
-from policy.approvals import Approval
+from icap_server.service.decisions import DecisionError, approve_request, deny_request
 from policy.identity import normalise_username
-from policy.lifecycle import LifecycleError, build_approval, check_authority
-from policy.requests import AccessRequest, RequestError, RequestStatus, approved, check_decision, denied, grant_for
-from policy.store import PolicyStore, RequestChanged
+from policy.requests import RequestStatus
+from policy.store import PolicyStore
+
+T = TypeVar("T")
 
 
 def register(commands: Commands) -> None:
@@ -39,9 +38,11 @@ def register(commands: Commands) -> None:
     listing = requests.add_parser("list", help="list access requests (newest last)")
     listing.add_argument("--status", choices=[str(status) for status in RequestStatus])
     listing.add_argument("--department", help="requests from this department")
+    add_format(listing)
     listing.set_defaults(handler=requests_list)
     show = requests.add_parser("show", help="one request in full, with its justification")
     show.add_argument("id")
+    add_format(show)
     show.set_defaults(handler=requests_show)
     approve = requests.add_parser(
         "approve", help="approve: grants the requester the service asked for, or the category (prints the approval)"
@@ -62,44 +63,15 @@ def requests_list(args: argparse.Namespace, config: Config) -> StoreAction:
     zone = ZoneInfo(config.policy.timezone)
 
     async def action(store: PolicyStore) -> int:
-        rows = [
-            (
-                "ID",
-                "STATUS",
-                "USER",
-                "CATEGORY",
-                "SERVICE",
-                "HOST",
-                "DAYS",
-                "DEPARTMENT",
-                "SUBMITTED",
-                "DECIDED BY",
-                "APPROVAL",
-            )
-        ]
         requests = await store.all_requests()
         check_department(args.department, await store.load_directory(), (item.department for item in requests))
-        for item in requests:
-            if args.status and item.status != args.status:
-                continue
-            if args.department and item.department != args.department:
-                continue
-            rows.append(
-                (
-                    item.id,
-                    str(item.status),
-                    item.user,
-                    item.category,
-                    item.service or "-",
-                    item.host,
-                    str(item.days),
-                    item.department or "-",
-                    local_time(item.created_at, zone),
-                    item.decided_by or "-",
-                    item.approval_id or "-",
-                )
-            )
-        print_table(rows)
+        rows = [
+            request_row(item)
+            for item in requests
+            if (not args.status or item.status == args.status)
+            and (not args.department or item.department == args.department)
+        ]
+        print_rows(args.format, RequestRow, rows, REQUEST_TABLE, zone)
         return 0
 
     return action
@@ -109,26 +81,7 @@ def requests_show(args: argparse.Namespace, config: Config) -> StoreAction:
     zone = ZoneInfo(config.policy.timezone)
 
     async def action(store: PolicyStore) -> int:
-        item = await store.get_request(args.id)
-        lines = [
-            ("id", item.id),
-            ("status", str(item.status)),
-            ("user", item.user),
-            ("client ip", item.client_ip or "-"),
-            ("category", item.category),
-            ("service", f"{item.service} ({item.service_en} / {item.service_zh})" if item.service else "-"),
-            ("host", item.host),
-            ("days", str(item.days)),
-            ("department", item.department or "-"),
-            ("approvers", ", ".join(item.approvers) or "-"),
-            ("justification", item.justification),
-            ("submitted", local_time(item.created_at, zone)),
-        ]
-        if item.decided_at is not None:
-            lines.append(("decided", f"{local_time(item.decided_at, zone)} by {item.decided_by}: {item.note or '-'}"))
-        if item.approval_id is not None:
-            lines.append(("approval", f"{item.approval_id} until {local_time(item.valid_until, zone)}"))
-        print_fields(lines)
+        print_record(args.format, request_record(await store.get_request(args.id)), REQUEST_LINES, zone)
         return 0
 
     return action
@@ -142,25 +95,6 @@ def _decider(args: argparse.Namespace, config: Config, missing: str) -> str:
     return by
 
 
-Decide = Callable[[AccessRequest], Awaitable[tuple[AccessRequest, Approval | None, str]]]
-
-
-async def _decide_and_save(store: PolicyStore, request_id: str, actor: str, decide: Decide) -> int:
-    """Read the request, decide it, save the decision; if someone decided it meanwhile, read it again."""
-    while True:
-        before = await store.get_request(request_id)
-        try:
-            after, approval, said = await decide(before)
-        except (RequestError, LifecycleError) as error:
-            raise UsageError(str(error)) from None
-        try:
-            await store.save_decision(before, after, approval, actor)
-        except RequestChanged:
-            continue  # decided meanwhile: read it again, and say so
-        print(said)
-        return 0
-
-
 def requests_approve(args: argparse.Namespace, config: Config) -> StoreAction:
     by = _decider(args, config, "--by must name the approver")
     if args.days is not None and args.days < 1:
@@ -169,20 +103,9 @@ def requests_approve(args: argparse.Namespace, config: Config) -> StoreAction:
 
     async def action(store: PolicyStore) -> int:
         rules = await store_approval_rules(config, store)
-
-        async def approve(before: AccessRequest) -> tuple[AccessRequest, Approval | None, str]:
-            now = datetime.now(UTC)
-            check_decision(before, by)
-            grant = grant_for(before, by, args.actor, args.days, now)
-            checked = build_approval(grant, now, await store.load_directory(), rules)
-            approval = replace(checked, id=await store.next_approval_id())  # an id only once every check passed
-            after = approved(before, by, now, args.note.strip(), approval.id, approval.valid_until)
-            last_day = (approval.valid_until - timedelta(seconds=1)).astimezone(zone)
-            scope = f"{approval.subject_kind} {approval.subject}, {approval.scope()}"
-            said = f"{after.id} approved: {approval.id} ({scope}, until {last_day:%Y-%m-%d})"
-            return after, approval, said
-
-        return await _decide_and_save(store, args.id, args.actor, approve)
+        done = await decided(approve_request(store, rules, args.id, by, args.actor, args.days, args.note))
+        print(done.said(zone))
+        return 0
 
     return action
 
@@ -192,15 +115,16 @@ def requests_deny(args: argparse.Namespace, config: Config) -> StoreAction:
     rules = approval_rules(config)
 
     async def action(store: PolicyStore) -> int:
-        async def deny(before: AccessRequest) -> tuple[AccessRequest, Approval | None, str]:
-            check_decision(before, by)
-            directory = await store.load_directory()
-            person = directory.person(before.user)
-            department = person.department if person is not None else before.department
-            check_authority(by, department, directory, rules, "decide access requests")
-            after = denied(before, by, datetime.now(UTC), args.note.strip())
-            return after, None, f"{after.id} denied"
-
-        return await _decide_and_save(store, args.id, args.actor, deny)
+        done = await decided(deny_request(store, rules, args.id, by, args.actor, args.note))
+        print(done.said(ZoneInfo(config.policy.timezone)))
+        return 0
 
     return action
+
+
+async def decided(decision: Awaitable[T]) -> T:
+    """The decision's outcome; a rule's refusal is the admin's usage error (one line, exit 2, nothing written)."""
+    try:
+        return await decision
+    except DecisionError as error:
+        raise UsageError(str(error)) from None

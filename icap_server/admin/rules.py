@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
-from icap_server.admin.support import Commands, StoreAction, UsageError, add_group, checked_category, print_table
+from icap_server.admin.output import Line, add_format, print_rows
+from icap_server.admin.support import Commands, StoreAction, UsageError, add_group, checked_category
 from icap_server.config import Config
 from policy.categories import parse_host_entry
 from policy.rules import RuleKind, normalise_path_prefix
@@ -24,7 +27,9 @@ def register(commands: Commands) -> None:
     path_rule.add_argument("--category", required=True)
     path_rule.add_argument("--note", default="")
     path_rule.set_defaults(handler=rules_category)
-    rules.add_parser("list", help="list URL rules").set_defaults(handler=rules_list)
+    listing = rules.add_parser("list", help="list URL rules")
+    add_format(listing)
+    listing.set_defaults(handler=rules_list)
     remove_rule = rules.add_parser("remove", help="remove a URL rule")
     remove_rule.add_argument("id")
     remove_rule.set_defaults(handler=rules_remove)
@@ -61,11 +66,29 @@ def _add_rule(kind: RuleKind, host: str, path: str, category: str | None, args: 
     return action
 
 
+@dataclass(frozen=True)
+class RuleRow:
+    """One URL rule as `rules list` shows it; `rule` is the table's summary of kind, host, path and category."""
+
+    id: str
+    kind: str
+    host: str
+    path: str
+    category: str | None
+    rule: str
+    note: str
+
+
+RULE_TABLE = (Line("ID", "{id}"), Line("RULE", "{rule}"), Line("NOTE", "{note}"))
+
+
 def rules_list(args: argparse.Namespace, config: Config) -> StoreAction:
     async def action(store: PolicyStore) -> int:
-        rows = [("ID", "RULE", "NOTE")]
-        rows += [(rule.id, rule.describe(), rule.note) for rule in await store.list_rules()]
-        print_table(rows)
+        rows = [
+            RuleRow(rule.id, rule.kind, rule.host, rule.path_prefix, rule.category, rule.describe(), rule.note)
+            for rule in await store.list_rules()
+        ]
+        print_rows(args.format, RuleRow, rows, RULE_TABLE, ZoneInfo(config.policy.timezone))
         return 0
 
     return action

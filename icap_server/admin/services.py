@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import yaml
 
-from icap_server.admin.support import Commands, StoreAction, UsageError, add_group, print_fields, print_table
+from icap_server.admin.output import Line, add_format, print_record, print_rows
+from icap_server.admin.support import Commands, StoreAction, UsageError, add_group
 from icap_server.config import Config
 from icap_server.service.catalogue import shipped_services
 from policy.services import Service, ServiceError, service_from_record
@@ -27,10 +30,11 @@ def register(commands: Commands) -> None:
     services = add_group(commands, "services", "the service catalogue: list, show, add or override, remove")
     listing = services.add_parser("list", help="every service, with its category and entry counts")
     listing.add_argument("--category", help="only this category's services")
-    listing.add_argument("--format", choices=("table", "json"), default="table")
+    add_format(listing)
     listing.set_defaults(handler=services_list)
     show = services.add_parser("show", help="one service in full: names, hosts by role, ranges, paths, sources")
     show.add_argument("id")
+    add_format(show)
     show.set_defaults(handler=services_show)
     add = services.add_parser("add", help="add a service, or override a shipped one with the same id")
     add.add_argument("id")
@@ -57,18 +61,74 @@ async def catalogue(config: Config, store: PolicyStore) -> ServiceCatalogue:
     return ServiceCatalogue((*shipped_services(config), *await store.admin_services()))
 
 
+@dataclass(frozen=True)
+class ServiceRow:
+    """One service as `services list` shows it: the table counts the hosts of each role, CSV and JSON list them."""
+
+    id: str
+    name_en: str
+    name_zh: str
+    category: str
+    web: tuple[str, ...]
+    media: tuple[str, ...]
+    desktop: tuple[str, ...]
+    ranges: tuple[str, ...]
+    origin: str  # shipped or admin
+
+
+SERVICE_TABLE = (
+    Line("id", "{id}"),
+    Line("name", "{name_en}"),
+    Line("名稱", "{name_zh}"),
+    Line("category", "{category}"),
+    *(Line(role, f"{{{role}:count}}") for role in ROLES),
+    Line("origin", "{origin}"),
+)
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """One service in full, as `services show` shows it; `paths` are HOST/PATH entries on shared hosts."""
+
+    id: str
+    name_en: str
+    name_zh: str
+    category: str
+    origin: str
+    web: tuple[str, ...]
+    media: tuple[str, ...]
+    desktop: tuple[str, ...]
+    ranges: tuple[str, ...]
+    paths: tuple[str, ...]
+    tenant: str | None
+    checked: str | None  # ISO date the entries were last checked against the sources
+    sources: tuple[str, ...]
+    note: str | None
+
+
+SERVICE_LINES = (
+    Line("id", "{id}"),
+    Line("name", "{name_en} / {name_zh}"),
+    Line("category", "{category}"),
+    Line("origin", "{origin}"),
+    *(Line(role, f"{{{role}: }}") for role in ROLES),
+    Line("paths", "{paths: }"),
+    Line("tenant", "{tenant}"),
+    Line("checked", "{checked}"),
+    Line("sources", "{sources:; }"),
+    Line("note", "{note}", when="note"),
+)
+
+
 def services_list(args: argparse.Namespace, config: Config) -> StoreAction:
     async def action(store: PolicyStore) -> int:
         services = [s for s in (await catalogue(config, store)).active() if args.category in (None, s.category)]
         services.sort(key=lambda service: (service.category, service.id))
-        if args.format == "json":
-            print(json.dumps([json.loads(service.to_json()) for service in services], ensure_ascii=False, indent=2))
-            return 0
         rows = [
-            [s.id, s.name_en, s.name_zh, s.category, *(str(len(getattr(s, role))) for role in ROLES), s.origin]
+            ServiceRow(s.id, s.name_en, s.name_zh, s.category, s.web, s.media, s.desktop, s.ranges, s.origin)
             for s in services
         ]
-        print_table([["id", "name", "名稱", "category", *ROLES, "origin"], *rows])
+        print_rows(args.format, ServiceRow, rows, SERVICE_TABLE, ZoneInfo(config.policy.timezone))
         return 0
 
     return action
@@ -79,27 +139,29 @@ def services_show(args: argparse.Namespace, config: Config) -> StoreAction:
         service = (await catalogue(config, store)).get(args.id)
         if service is None:
             raise UsageError(f"no service {args.id!r} (`clearance services list`)")
-        print_fields(describe(service))
+        print_record(args.format, describe(service), SERVICE_LINES, ZoneInfo(config.policy.timezone))
         return 0
 
     return action
 
 
-def describe(service: Service) -> list[tuple[str, str]]:
-    fields = [
-        ("id", service.id),
-        ("name", f"{service.name_en} / {service.name_zh}"),
-        ("category", service.category),
-        ("origin", service.origin),
-    ]
-    fields += [(role, " ".join(getattr(service, role)) or "-") for role in ROLES]
-    fields += [
-        ("paths", " ".join(f"{p.host}{p.path}" for p in service.paths) or "-"),
-        ("tenant", service.tenant or "-"),
-        ("checked", service.checked or "-"),
-        ("sources", "; ".join(service.sources) or "-"),
-    ]
-    return fields + ([("note", service.note)] if service.note else [])
+def describe(service: Service) -> ServiceRecord:
+    return ServiceRecord(
+        id=service.id,
+        name_en=service.name_en,
+        name_zh=service.name_zh,
+        category=service.category,
+        origin=service.origin,
+        web=service.web,
+        media=service.media,
+        desktop=service.desktop,
+        ranges=service.ranges,
+        paths=tuple(f"{path.host}{path.path}" for path in service.paths),
+        tenant=service.tenant or None,
+        checked=service.checked or None,
+        sources=service.sources,
+        note=service.note or None,
+    )
 
 
 def services_add(args: argparse.Namespace, config: Config) -> StoreAction:

@@ -9,15 +9,17 @@ adopted by every worker even when it leaves no lists.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from icap_server.admin.output import Line, add_format, print_record
 from icap_server.admin.support import (
     Commands,
     StoreAction,
     UsageError,
     add_group,
     embedded_directory,
-    print_fields,
     redis_url,
 )
 from icap_server.config import Config
@@ -28,9 +30,9 @@ from policy.store.embedded import stop_embedded_redis
 
 def register(commands: Commands) -> None:
     store = add_group(commands, "store", "the policy store: status, initialisation, a deliberate reset")
-    store.add_parser("status", help="where the store is, its identity and what it holds").set_defaults(
-        handler=store_status
-    )
+    status = store.add_parser("status", help="where the store is, its identity and what it holds")
+    add_format(status)
+    status.set_defaults(handler=store_status)
     init = store.add_parser("init", help="create the store (embedded) and load the default lists, once")
     init.set_defaults(handler=store_init)
     reset = store.add_parser("reset", help="empty the policy (approvals, lists, directory, rules); audited")
@@ -40,29 +42,57 @@ def register(commands: Commands) -> None:
     store.add_parser("stop", help="stop the embedded redis-server").set_defaults(handler=store_stop)
 
 
-def _where(config: Config) -> str:
-    return "redis.url (configured)" if config.redis.url else f"embedded, in {embedded_directory(config)}"
-
-
 def _seeded(seeded: dict[str, int]) -> str:
     return ", ".join(f"{category} {entries}" for category, entries in seeded.items()) or "no lists"
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    """`store status`: where the store is (`embedded_dir` only for the embedded one), its identity (no epoch:
+    not initialised; `epoch_at` as the store wrote it, ISO 8601 UTC), and what it holds (`lists`: entries
+    per category)."""
+
+    store: str  # configured (redis.url) or embedded
+    embedded_dir: str | None
+    epoch: str | None
+    epoch_origin: str | None
+    epoch_at: str | None
+    epoch_by: str | None
+    version: int
+    lists: dict[str, int]
+    approvals: int
+    people: int
+
+
+STATUS_TABLE = (
+    Line("store", "embedded, in {embedded_dir}", when="embedded_dir", otherwise="redis.url (configured)"),
+    Line(
+        "epoch", "{epoch} ({epoch_origin} {epoch_at} by {epoch_by})", when="epoch", otherwise="none (not initialised)"
+    ),
+    Line("version", "{version}"),
+    Line("lists", "{lists}", when="lists", otherwise="no lists"),
+    Line("approvals", "{approvals}"),
+    Line("people", "{people}"),
+)
 
 
 def store_status(args: argparse.Namespace, config: Config) -> StoreAction:
     async def action(store: PolicyStore) -> int:
         status = await store.store_status()
         epoch = status.epoch
-        identity = f"{epoch.id} ({epoch.origin} {epoch.at} by {epoch.by})" if epoch else "none (not initialised)"
-        print_fields(
-            [
-                ("store", _where(config)),
-                ("epoch", identity),
-                ("version", str(status.version)),
-                ("lists", _seeded(status.entries)),
-                ("approvals", str(status.approvals)),
-                ("people", str(status.people)),
-            ]
+        record = StatusRecord(
+            store="configured" if config.redis.url else "embedded",
+            embedded_dir=None if config.redis.url else str(embedded_directory(config)),
+            epoch=epoch.id if epoch else None,
+            epoch_origin=epoch.origin if epoch else None,
+            epoch_at=epoch.at if epoch else None,
+            epoch_by=epoch.by if epoch else None,
+            version=status.version,
+            lists=dict(status.entries),
+            approvals=status.approvals,
+            people=status.people,
         )
+        print_record(args.format, record, STATUS_TABLE, ZoneInfo(config.policy.timezone))
         return 0
 
     return action

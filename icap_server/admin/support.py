@@ -12,18 +12,16 @@ import difflib
 import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TypeAlias
 from zoneinfo import ZoneInfo
 
 from icap_server.config import Config
-from icap_server.service.catalogue import shipped_services
+from icap_server.service.decisions import approval_rules as approval_rules  # re-exported: shared with the portal
+from icap_server.service.decisions import store_approval_rules as store_approval_rules
 from policy.categories import validate_category
 from policy.directory import Directory
-from policy.identity import normalise_username
-from policy.lifecycle import ApprovalRules
 from policy.store import PolicyStore
 from policy.store.embedded import ensure_embedded_redis
 
@@ -69,33 +67,6 @@ def _data_home() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/clearance")
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "clearance"
-
-
-def approval_rules(config: Config) -> ApprovalRules:
-    """The approval rules from the configuration: the same for grant, import, review and requests approve."""
-    approvals = config.approvals
-    return ApprovalRules(
-        restricted=frozenset(config.policy.restricted_categories),
-        max_validity_days=approvals.max_validity_days,
-        review_interval_days=approvals.review_interval_days,
-        require_department_head=approvals.require_department_head,
-        on_review_overdue=approvals.on_review_overdue,
-        min_justification_chars=approvals.min_justification_chars,
-        admins=frozenset(normalise_username(name, config.identity) for name in approvals.admins),
-        services={service.id: service.category for service in shipped_services(config)},
-    )
-
-
-async def store_approval_rules(config: Config, store: PolicyStore) -> ApprovalRules:
-    """`approval_rules` with the admins' services too (they live in the store): for grants, imports, requests."""
-    rules = approval_rules(config)
-    services = dict(rules.services)
-    for service in await store.admin_services():
-        if service.disabled:
-            services.pop(service.id, None)
-        else:
-            services[service.id] = service.category
-    return replace(rules, services=services)
 
 
 def check_department(given: str | None, directory: Directory, seen: Iterable[str]) -> None:
@@ -145,7 +116,7 @@ def local_time(moment: datetime | None, zone: ZoneInfo, form: str = "%Y-%m-%d %H
     return moment.astimezone(zone).strftime(form) if moment else "-"
 
 
-def print_fields(fields: Sequence[tuple[str, str]]) -> None:
-    """`label:  value` lines, the values aligned (the `show` commands)."""
+def print_fields(fields: Sequence[tuple[str, str]], width: int = 15) -> None:
+    """`label:  value` lines, the values aligned (the `show` commands; `directory show` aligns narrower)."""
     for label, value in fields:
-        print(f"{label + ':':15} {value}")
+        print(f"{label + ':':{width}} {value}")

@@ -23,6 +23,7 @@ import yaml
 from msgspec import Meta
 
 from icap_server.config.lists import ImportConfig
+from icap_server.config.reminders import RemindersConfig
 from icap_server.config.secrets import ConfigError as ConfigError  # re-exported: defined there for both
 from icap_server.config.secrets import with_secrets
 from icap_server.config.tenants import TenantRestrictionsConfig
@@ -153,12 +154,19 @@ class PortalConfig(Section, frozen=True):
     max_pending_per_user: AtLeastOne = 3  # a user's pending requests at once
     max_submits_per_minute: AtLeastOne = 10  # form posts per user and per client address (in memory, per portal)
     digest_interval_minutes: Annotated[float, wrong("must be 0 (each mail at once) or more", ge=0)] = 15.0
+    identity_header: str = "X-Clearance-User"  # the heads' workspace: the user Squid adds (from trusted_proxies)
+    link_ttl_minutes: AtLeastOne = 120  # a single-use link in a head's e-mail works this long
+    expiring_within_days: AtLeastOne = 14  # the workspace lists reviews due and approvals ending this soon
+    auditors: tuple[str, ...] = ()  # users who may see /report for every department (heads see their own)
+    reminders: RemindersConfig = msgspec.field(default_factory=RemindersConfig)  # the heads' digest, notes
 
     def __post_init__(self) -> None:
         if self.listen is not None:
             _check_listen(self.listen, "listen")
         for index, network in enumerate(self.trusted_proxies):
             _check_network(network, f"trusted_proxies[{index}]")
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", self.identity_header):
+            raise Invalid("must be an HTTP header name (letters, digits, -)", "identity_header")
 
 
 class SmtpConfig(Section, frozen=True):

@@ -7,14 +7,17 @@ service from a token it has verified (security.py), and records a pending reques
 delegate) of the user's department, who decides it with `clearance requests approve|deny`. The requester
 follows it on a status page whose address carries a per-request key.
 
-Endpoints (all pages in English and Traditional Chinese from the one catalog, no scripts, a strict
+Endpoints (every page in the browser's language, negotiated from Accept-Language as the block page's is, with
+the other language beside it, from the one catalog; the block page's look; no scripts, a strict
 Content-Security-Policy):
 
 - `GET /`                        what the portal is for
 - `GET /request?token=T`         the request form for a token (block pages may link here instead of posting)
 - `POST /request`                form fields `token`, `justification`, `days`: records the request, 303 to its page
 - `GET /requests/{id}?key=K`     the request's status: pending, approved (until when) or denied (with the note)
-- `GET /portal.css`              the only style sheet
+- `GET /style.css`               the only style sheet: the block page's (blockpages.style); `/portal.css` too
+- `GET /heads`, `GET /heads/link`, `POST /heads/act`   the heads' workspace (heads.py)
+- `GET /report?department=D`     the printable access report, for D's heads and delegates and `portal.auditors`
 
 links.py gives the ICAP workers the portal's address and token secret; server.py runs it; mail.py tells the
 approvers.
@@ -28,7 +31,6 @@ import hmac
 import re
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
@@ -42,11 +44,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from blockpages.catalog import category_title
+from blockpages.negotiate import Language, choose_language
 from icap_server.config import Config
 from icap_server.portal import texts
 from icap_server.portal.digest import Digest
+from icap_server.portal.heads import HeadsWorkspace
 from icap_server.portal.limits import RateLimit, cross_site, origin_of
 from icap_server.portal.links import base_url
+from icap_server.portal.report_page import report_route
 from icap_server.portal.security import SecurityHeaders, check_claim, peer, read_form
 from policy.directory import Directory
 from policy.requests import AccessRequest, RequestStatus, client_address, open_key, parse_days, submission_problem
@@ -56,7 +61,6 @@ from policy.tokens import RequestClaim
 log = structlog.get_logger("clearance.portal")
 
 REQUEST_ID_RE = re.compile(r"^Q[0-9]{1,12}$")
-STYLE = (Path(__file__).parent / "templates" / "portal.css").read_text(encoding="utf-8")
 
 
 class Portal:
@@ -69,7 +73,9 @@ class Portal:
         self.root = urlsplit(base_url(config)).path.rstrip("/")
         self.zone = ZoneInfo(config.policy.timezone)
         self.restricted = frozenset(config.policy.restricted_categories)
-        self.templates = texts.environment()
+        self.templates = texts.environments()  # one per page language
+        pages = config.blockpages
+        self.style_sheet = texts.stylesheet(pages.primary_colour, pages.accent_colour)
         portal = config.portal
         self.by_user = RateLimit(portal.max_submits_per_minute)
         self.by_address = RateLimit(portal.max_submits_per_minute)
@@ -81,7 +87,10 @@ class Portal:
             Route("/request", self.form, methods=["GET"]),
             Route("/request", self.submit, methods=["POST"]),
             Route("/requests/{request_id}", self.status, methods=["GET"]),
-            Route("/portal.css", self.style, methods=["GET"]),
+            Route("/style.css", self.style, methods=["GET"]),
+            Route("/portal.css", self.style, methods=["GET"]),  # its old address
+            *HeadsWorkspace(self).routes(),  # the heads' workspace: /heads, /heads/link, /heads/act
+            Route("/report", self.report, methods=["GET"]),  # the printable access report (report_page.py)
         ]
         handlers: dict[Any, Any] = {
             HTTPException: self._http_error,
@@ -92,90 +101,103 @@ class Portal:
 
     # ---- pages ----------------------------------------------------------------------------
 
-    def _page(self, template: str, status: int, **context: Any) -> HTMLResponse:
+    def language(self, request: HTTPRequest) -> Language:
+        """The page's language: the browser's Accept-Language, as the block page chooses it."""
+        return choose_language(request.headers.get("accept-language"), self.config.blockpages.default_language)
+
+    def _page(self, template: str, status: int, lang: Language | None = None, **context: Any) -> HTMLResponse:
+        """A page in `lang` (`self.language(request)`; the configured default when not given)."""
         organisation = self.config.organisation
-        html = self.templates.get_template(template).render(
+        language = lang or self.config.blockpages.default_language
+        page = self.templates[language].get_template(template)
+        html = page.render(
             root=self.root,
-            org_en=organisation.name_en,
-            org_zh=organisation.name_zh,
+            org=texts.both(organisation.name_en, organisation.name_zh),
             contact=organisation.contact,
             refresh=context.pop("refresh", None),
             **context,
         )
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(html, status_code=status, headers={"Content-Language": language, "Vary": "Accept-Language"})
 
-    def message(self, kind: str, detail: str = "") -> HTMLResponse:
+    def message(self, request: HTTPRequest, kind: str, detail: str = "") -> HTMLResponse:
         status, title_en, title_zh, text_en, text_zh = texts.message_texts(
             kind, self.config.portal.token_ttl_minutes, self.config.organisation.contact
         )
         return self._page(
             "message.html",
             status,
+            self.language(request),
             kind="refused" if status >= 400 else "info",
-            title_en=title_en,
-            title_zh=title_zh,
-            text_en=text_en,
-            text_zh=text_zh,
+            title=texts.both(title_en, title_zh),
+            text=texts.both(text_en, text_zh),
             detail=detail,
         )
 
     def _form_page(
-        self, claim: RequestClaim, token: str, justification: str, days: str, problem: str | None
+        self, request: HTTPRequest, claim: RequestClaim, token: str, justification: str, days: str, problem: str | None
     ) -> HTMLResponse:
         return self._page(
             "form.html",
             400 if problem else 200,
+            self.language(request),
             claim=claim,
             token=token,
             justification=justification,
             days=days,
-            problem=problem,
+            problem=texts.both(*texts.bilingual(problem)) if problem else None,
             max_days=self.config.approvals.max_validity_days,
-            category_en=category_title(claim.category, "en"),
-            category_zh=category_title(claim.category, "zh-HK"),
-            service_en=claim.service_en or claim.service,
-            service_zh=claim.service_zh or claim.service,
+            category=texts.both(category_title(claim.category, "en"), category_title(claim.category, "zh-HK")),
+            service=texts.both(claim.service_en or claim.service, claim.service_zh or claim.service),
         )
 
     async def _http_error(self, request: HTTPRequest, error: Exception) -> Response:
         status = error.status_code if isinstance(error, HTTPException) else 500
-        return self.message("method" if status == 405 else "not-found")
+        return self.message(request, "method" if status == 405 else "not-found")
 
     async def _unavailable(self, request: HTTPRequest, error: Exception) -> Response:
         log.error("portal_store_unavailable", path=request.url.path, error=str(error))
-        return self.message("unavailable")
+        return self.message(request, "unavailable")
+
+    async def report(self, request: HTTPRequest) -> Response:
+        """The access report for a head or delegate of `?department=`, or an auditor (`portal.auditors`)."""
+        workspace = HeadsWorkspace(self)  # its refusal pages
+
+        def refusal(kind: str) -> Response:
+            return workspace.refusal(request, kind)
+
+        return await report_route(request, self.config, self.store, self.zone, self.language(request), refusal)
 
     async def index(self, request: HTTPRequest) -> Response:
-        return self.message("index")
+        return self.message(request, "index")
 
     async def style(self, request: HTTPRequest) -> Response:
-        return Response(STYLE, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+        return Response(self.style_sheet, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
     def _claim(self, request: HTTPRequest, token: str) -> RequestClaim | Response:
         """The verified claim, or the page refusing it (bad or expired token, another computer)."""
         claim = check_claim(request, token, self.secret, self.config.portal.trusted_proxies, self.restricted)
-        return self.message(claim) if isinstance(claim, str) else claim
+        return self.message(request, claim) if isinstance(claim, str) else claim
 
     # ---- handlers --------------------------------------------------------------------------
 
     async def form(self, request: HTTPRequest) -> Response:
         token = request.query_params.get("token", "")
         if not token:
-            return self.message("index")
+            return self.message(request, "index")
         claim = self._claim(request, token)
         if isinstance(claim, Response):
             return claim
-        return self._form_page(claim, token, "", str(min(30, self.config.approvals.max_validity_days)), None)
+        return self._form_page(request, claim, token, "", str(min(30, self.config.approvals.max_validity_days)), None)
 
     def _bounded(self, request: HTTPRequest, claim: RequestClaim) -> Response | None:
         """The refusal of a post from another site, or of one more from a user who sent too many just now."""
         other = cross_site(request.headers, self.origins, claim.host)
         if other is not None:
             log.warning("request_refused", reason="cross-site", user=claim.user, origin=other)
-            return self.message("cross-site")
+            return self.message(request, "cross-site")
         if not self.by_user.allow(claim.user):
             log.warning("request_refused", reason="rate-limited", user=claim.user)
-            return self.message("too-many")
+            return self.message(request, "too-many")
         return None
 
     async def submit(self, request: HTTPRequest) -> Response:
@@ -183,10 +205,10 @@ class Portal:
         address = client_address(peer(request), forwarded, self.config.portal.trusted_proxies)
         if not self.by_address.allow(address or "-"):
             log.warning("request_refused", reason="rate-limited", client_ip=address)
-            return self.message("too-many")
+            return self.message(request, "too-many")
         form = await read_form(request)
         if isinstance(form, str):
-            return self.message(form)
+            return self.message(request, form)
         token = form.get("token", "")
         claim = self._claim(request, token)
         if isinstance(claim, Response):
@@ -204,7 +226,7 @@ class Portal:
             else submission_problem(justification, days, approvals.max_validity_days, approvals.min_justification_chars)
         )
         if problem or days is None:
-            return self._form_page(claim, token, justification, days_text, problem)
+            return self._form_page(request, claim, token, justification, days_text, problem)
         directory = await self.store.load_directory()
         person = directory.person(claim.user)
         department = person.department if person is not None else ""
@@ -212,10 +234,10 @@ class Portal:
         approvers = tuple(sorted((heads | delegates) - {claim.user}))  # nobody decides their own request
         if not approvers and approvals.require_department_head:
             log.warning("request_refused", reason="no-approver", user=claim.user, department=department or None)
-            return self.message("no-approver")
+            return self.message(request, "no-approver")
         stored, created = await self._record(claim, token, justification, days, department, approvers)
         if stored is None:
-            return self.message("too-many-pending")
+            return self.message(request, "too-many-pending")
         background = None
         if created and self.config.smtp.host is not None:
             background = BackgroundTask(self._notify, stored, directory)
@@ -290,23 +312,31 @@ class Portal:
                 item = await self.store.get_request(request_id)
         # A wrong key looks exactly like an unknown id: the page says nothing about requests one cannot see.
         if item is None or not hmac.compare_digest(item.key.encode(), key.encode()):
-            return self.message("not-found")
+            return self.message(request, "not-found")
         status_en, status_zh, text_en, text_zh = texts.status_texts(item, self._local)
         return self._page(
             "status.html",
             200,
+            self.language(request),
             request=item,
-            status_en=status_en,
-            status_zh=status_zh,
-            text_en=text_en,
-            text_zh=text_zh,
-            category_en=category_title(item.category, "en"),
-            category_zh=category_title(item.category, "zh-HK"),
-            service_en=item.service_en or item.service,
-            service_zh=item.service_zh or item.service,
+            state=texts.both(status_en, status_zh),
+            text=texts.both(text_en, text_zh),
+            granted=await self._granted_days(item) if item.status is RequestStatus.APPROVED else None,
+            category=texts.both(category_title(item.category, "en"), category_title(item.category, "zh-HK")),
+            service=texts.both(item.service_en or item.service, item.service_zh or item.service),
             submitted=self._local(item.created_at),
             refresh=60 if item.status is RequestStatus.PENDING else None,
         )
+
+    async def _granted_days(self, item: AccessRequest) -> int:
+        """The days its approval gives (the head may give fewer than asked); the request's own dates, which
+        copy the approval's, if the approval cannot be read."""
+        start, until = item.decided_at, item.valid_until
+        if item.approval_id:
+            with contextlib.suppress(StoreError):
+                approval = await self.store.get_approval(item.approval_id)
+                start, until = approval.valid_from, approval.valid_until
+        return texts.granted_days(start, until) if start and until else item.days
 
     def _local(self, moment: datetime | None) -> str:
         return moment.astimezone(self.zone).strftime("%Y-%m-%d %H:%M") if moment else "-"

@@ -158,8 +158,8 @@ def digest_message(requests: Sequence[AccessRequest], sender: str, to: Sequence[
     return _envelope(f"Access requests: {len(requests)} new ({ids})", sender, to, lines)
 
 
-async def send_mail(smtp: SmtpConfig, message: EmailMessage, requests: Sequence[str]) -> bool:
-    """Hand one message to the relay; True if it took it. Never raises: failures are logged."""
+async def send_mail(smtp: SmtpConfig, message: EmailMessage, requests: Sequence[str], what: str = "request") -> bool:
+    """Hand one message to the relay; True if it took it. Never raises: failures are logged (`{what}_mail_failed`)."""
     assert smtp.host is not None
     try:
         await aiosmtplib.send(
@@ -172,7 +172,7 @@ async def send_mail(smtp: SmtpConfig, message: EmailMessage, requests: Sequence[
             timeout=smtp.timeout,
         )
     except (aiosmtplib.SMTPException, OSError) as error:
-        log.error("request_mail_failed", requests=list(requests), relay=f"{smtp.host}:{smtp.port}", error=str(error))
+        log.error(f"{what}_mail_failed", requests=list(requests), relay=f"{smtp.host}:{smtp.port}", error=str(error))
         return False
-    log.info("request_mailed", requests=list(requests), to=message["To"])
+    log.info(f"{what}_mailed", requests=list(requests), to=message["To"])
     return True

@@ -18,6 +18,7 @@ import uvicorn
 from icap_server.config import Config, parse_listen
 from icap_server.portal.app import Portal
 from icap_server.portal.links import base_url, wait_for_secret
+from icap_server.portal.reminders import start_reminders
 from policy.store import PolicyStore
 
 log = structlog.get_logger("clearance.portal")
@@ -81,9 +82,14 @@ async def run_portal(config: Config, store: PolicyStore, sock: socket.socket, st
     # open for the run a reload starts next (connections wait in its backlog meanwhile, none is refused).
     task = asyncio.create_task(server.serve(sockets=[sock.dup()]))
     log.info("portal_listening", address=config.portal.listen, url=base_url(config))
+    reminders = start_reminders(config, store, stop)  # the heads' digest and the notes to people
     await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True
     stopping.cancel()
+    if reminders is not None:
+        reminders.cancel()  # a mail cut off is not recorded as sent: the next portal sends it
+        with contextlib.suppress(asyncio.CancelledError):
+            await reminders
     await task
 
 

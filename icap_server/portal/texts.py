@@ -1,27 +1,32 @@
 """What the portal says, in English and Traditional Chinese, taken from the one bilingual catalog.
 
-Every portal page shows both languages at once: English first, Chinese beside it. The English is the message
-id and the Chinese comes from `blockpages/locale/zh_HK/LC_MESSAGES/messages.po`, the catalog the block pages
-and the approvers' e-mail use too (`make messages` extracts the ids from here and from the templates, where
-`_()` is the English and `alt()` the Chinese).
+A portal page is in the language the browser asks for (`blockpages.negotiate.choose_language`, as the block
+page's), with the other language beside it, exactly as the block page does; its `<html lang>` is the block
+page's code (`en`, `zh-HK`). The English is the message id and the Chinese comes from
+`blockpages/locale/zh_HK/LC_MESSAGES/messages.po`, the catalog the block pages and the approvers' e-mail use
+too (`make messages` extracts the ids from here and from the templates, where `_()` is the page's language
+and `alt()` the other). The look is the block page's too: `stylesheet` is `blockpages.style`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import jinja2
-from babel.support import NullTranslations
 
-from blockpages.catalog import N_, translator
+from blockpages.catalog import N_, load_translations, translator
+from blockpages.negotiate import LANGUAGES, Language
+from blockpages.style import breakable, colour_rules
+from blockpages.style import stylesheet as shared_stylesheet
 from policy.requests import AccessRequest, RequestStatus
 
 ENGLISH = translator("en")
 CHINESE = translator("zh-HK")
 
 # The one problem the portal finds itself (policy.requests words the others; they are shown in English).
-DAYS_NOT_A_NUMBER = "Give the number of days as a whole number."
+DAYS_NOT_A_NUMBER = N_("Give the number of days as a whole number.")
 
 # kind -> (HTTP status, title, text); %(ttl)s and %(contact)s are filled in.
 MESSAGES: dict[str, tuple[int, str, str]] = {
@@ -118,10 +123,7 @@ APPROVED = (
 DECLINED = (N_("Declined"), N_("Declined by %(who)s on %(when)s."))
 PENDING = (
     N_("Waiting for a decision"),
-    N_(
-        "Sent to the head of %(department)s (or a delegate) on %(when)s. This page shows the decision once it "
-        "is made."
-    ),
+    N_("Sent to the head of %(department)s (or a delegate) on %(when)s. This page shows the decision once it is made."),
 )
 YOUR_DEPARTMENT = N_("your department")
 
@@ -152,8 +154,33 @@ def status_texts(item: AccessRequest, local: Callable[[datetime | None], str]) -
     return (*bilingual(heading), *filled)
 
 
-def environment() -> jinja2.Environment:
-    """The portal's templates: `_()` gives a message in English, `alt()` the same message in Chinese."""
+def both(english: str, chinese: str) -> dict[Language, str]:
+    """A text the page shows in its own language and the other: `text[lang]`, `text[other_lang]`."""
+    return {"en": english, "zh-HK": chinese}
+
+
+def granted_days(valid_from: datetime, valid_until: datetime) -> int:
+    """How many days an approval gives (what the status page shows once approved; the head may give fewer)."""
+    return max(1, round((valid_until - valid_from).total_seconds() / 86400))
+
+
+def stylesheet(primary: str, accent: str) -> str:
+    """The portal's /style.css: the branding's colours, the block page's own stylesheet, the portal's additions."""
+    additions = (Path(__file__).parent / "templates" / "portal.css").read_text(encoding="utf-8")
+    return colour_rules(primary, accent) + shared_stylesheet() + additions
+
+
+def other_language(language: Language) -> Language:
+    return next(code for code in LANGUAGES if code != language)
+
+
+def environments() -> dict[Language, jinja2.Environment]:
+    """One template environment per page language."""
+    return {language: environment(language) for language in LANGUAGES}
+
+
+def environment(language: Language = "en") -> jinja2.Environment:
+    """The portal's templates in one language: `_()` in it, `alt()` in the other, `lang` / `other_lang` set."""
     templates = jinja2.Environment(
         loader=jinja2.PackageLoader("icap_server.portal", "templates"),
         autoescape=True,
@@ -162,6 +189,8 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         extensions=["jinja2.ext.i18n"],
     )
-    templates.install_gettext_translations(NullTranslations(), newstyle=True)  # type: ignore[attr-defined]
-    templates.globals["alt"] = CHINESE
+    templates.install_gettext_translations(load_translations()[language], newstyle=True)  # type: ignore[attr-defined]
+    other = other_language(language)
+    templates.globals.update(alt=translator(other), lang=language, other_lang=other)
+    templates.filters["breakable"] = breakable  # a long host wraps after its dots, as on the block page
     return templates

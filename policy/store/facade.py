@@ -16,6 +16,7 @@ Layout (all keys under the configurable prefix, default `clearance:`):
   `request:open` (hash): "user TAB category TAB host" -> the id of its one pending request;
   `request:token:{nonce}` (string, expires with the token): the request a block-page token already made
 - `portal:secret` (string): signs block-page tokens when the config gives no `portal.secret`
+- `reminder:{mark}` (string, expiring): a reminder mail claimed (`claim TOKEN`) or `sent` (`policy.store.reminders`)
 - `meta:epoch` (string): the store's identity (`policy.state.StoreEpoch` JSON), written with the default lists
   in the one transaction that initialises the store (`policy.store.identity`)
 - `meta:defaults-loaded` (string): stores from before `meta:epoch`: when the shipped lists were loaded
@@ -27,7 +28,7 @@ Serve processes load everything once and then follow `changes`; a request never 
 Imports build a new generation beside the live one and switch in one step, so nobody sees half a list.
 
 `PolicyStore` is composed of one part per area (categories, approvals, requests, directory, rules and
-exemptions, audit, loading, the change feed), each in its own module over the shared `StoreBase`.
+exemptions, audit, loading, the change feed, reminders sent), each in its own module over the shared `StoreBase`.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ import redis.asyncio as aioredis
 
 from policy.store.feed import FeedPart
 from policy.store.loading import LoadingPart
+from policy.store.reminders import RemindersPart
 
 
-class PolicyStore(LoadingPart, FeedPart):
+class PolicyStore(LoadingPart, FeedPart, RemindersPart):
     """The policy in Redis: every read and write of it, and the feed of its changes."""
 
     @classmethod

@@ -21,6 +21,17 @@ class RequestsPart(ApprovalsPart):
         await self.client.set(key, generated, nx=True)
         return str(await self.client.get(key))
 
+    async def use_link(self, nonce: str, ttl_s: int) -> bool:
+        """Record a head's single-use link as used: True the first time, False on every replay.
+
+        `request:link:{nonce}`, set only if absent (one round trip, so two clicks at once cannot both win),
+        kept a little longer than the link itself is valid, then gone with it.
+        """
+        return bool(await self.client.set(self.key("request", "link", nonce), "used", nx=True, ex=max(1, ttl_s)))
+
+    async def link_used(self, nonce: str) -> bool:
+        return bool(await self.client.exists(self.key("request", "link", nonce)))
+
     async def get_request(self, request_id: str) -> AccessRequest:
         return AccessRequest.from_json(await self._record("requests", request_id, "access request"))
 
