@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -124,6 +125,15 @@ def cli(redis_url: str, config_file: Path) -> CLI:
         if check and proc.returncode != 0:
             raise AssertionError(f"clearance {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
         return proc
+
+    return run
+
+
+def as_actor(cli: CLI, actor: str = "alice.admin") -> CLI:
+    """The CLI with `--actor ACTOR` before every command: who the audit trail names."""
+
+    def run(*args: str, check: bool = True, stdin: str | None = None) -> Any:
+        return cli("--actor", actor, *args, check=check, stdin=stdin)
 
     return run
 

@@ -13,6 +13,7 @@ import redis
 
 from policy.approvals import Approval, SubjectKind
 from tests.conftest import CLI
+from tests.conftest import as_actor as admin
 
 PREFIX = "clearance:"
 DIRECTORY = """user,name,department,groups,heads,delegates
@@ -23,13 +24,6 @@ carol,Carol Wong,IT,,,
 hit,Ivy Tam,IT,,IT,
 """
 REASON = "Liaison with the overseas partner office"
-
-
-def admin(cli: CLI) -> CLI:
-    def run(*args: str, check: bool = True, stdin: str | None = None) -> Any:
-        return cli("--actor", "alice.admin", *args, check=check, stdin=stdin)
-
-    return run
 
 
 def audit_json(cli: CLI, *args: str) -> list[dict[str, Any]]:

@@ -16,15 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import clearance_env
+from tests.conftest import serving
 from tests.support.icap_client import wait_until_synced
-from tests.support.net import free_port, wait_for_port
+from tests.support.net import free_port
 from tests.support.origin import OriginServer
 from tests.support.playwright_browser import chromium_page
-from tests.support.processes import stop_group
-from tests.support.redis_server import running_redis
 from tests.support.requirements import require_program
-from tests.support.servers import fail_on_survivors, spawn_server
 from tests.support.squid import SquidProxy
 
 pytestmark = [pytest.mark.squid, pytest.mark.browser]
@@ -77,23 +74,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserStack]:
     config.write_text(CONFIG.format(portal_port=portal_port), encoding="utf-8")
     directory = base / "staff.csv"
     directory.write_text(DIRECTORY, encoding="utf-8")
-    with running_redis(base / "redis") as redis_url:
-        env = clearance_env(redis_url, config)
-        port = free_port()
-        command = [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}", "--workers", "1"]
-        server = spawn_server(command, env, base / "serve.log")
-        try:
-            wait_for_port(port)
-            with (
-                OriginServer() as origin,
-                SquidProxy(port, ["mail.personal-mail.example", "example.org"], base / "squid") as squid,
-            ):
-                built = BrowserStack(redis_url, env, port, portal_port, origin, squid)
-                built.cli("directory", "load", str(directory))
-                built.cli("categories", "add", "webmail", "mail.personal-mail.example")
-                yield built
-        finally:
-            fail_on_survivors({"serve": stop_group(server)})
+    text = config.read_text(encoding="utf-8")
+    with (
+        serving(base, config, text) as served,
+        OriginServer() as origin,
+        SquidProxy(served.port, ["mail.personal-mail.example", "example.org"], base / "squid") as squid,
+    ):
+        built = BrowserStack(served.redis_url, served.env, served.port, portal_port, origin, squid)
+        built.cli("directory", "load", str(directory))
+        built.cli("categories", "add", "webmail", "mail.personal-mail.example")
+        yield built
 
 
 @pytest.mark.parametrize(

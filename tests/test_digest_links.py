@@ -18,7 +18,8 @@ from icap_server.portal.links import portal_secret
 from policy.store import PolicyStore
 from policy.tokens import LinkClaim, verify_link
 from tests.conftest import CLI
-from tests.test_reminders import Inbox, mail_text, seed, smtp_sink, write_config
+from tests.support.smtp import Inbox, smtp_sink
+from tests.test_reminders import mail_text, seed, write_config
 
 
 def links_by_item(body: str) -> dict[str, str]:
@@ -44,7 +45,7 @@ def test_each_head_s_digest_links_are_theirs_and_bound_to_the_item(
     redis_url: str, cli: CLI, tmp_path: Path
 ) -> None:
     inbox = Inbox()
-    with smtp_sink(inbox) as smtp:
+    with smtp_sink(inbox, timeout=5) as smtp:
         config_path = write_config(tmp_path / "reminders.yaml", smtp)
         seed(redis_url, cli, config_path, tmp_path)
         cli("--config", str(config_path), "reminders", "run")

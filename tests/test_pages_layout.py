@@ -24,16 +24,13 @@ import pytest
 
 from blockpages.render import BlockFacts, RequestForm
 from icap_server.service.pages import block_pages
-from tests.conftest import clearance_env
+from tests.conftest import serving
 from tests.support.icap_client import wait_until_synced
 from tests.support.net import free_port, wait_for_port
 from tests.support.origin import OriginServer
 from tests.support.pages import NOW, branded
 from tests.support.playwright_browser import chromium_page
-from tests.support.processes import stop_group
-from tests.support.redis_server import running_redis
 from tests.support.requirements import require_program
-from tests.support.servers import fail_on_survivors, spawn_server
 from tests.support.squid import SquidProxy
 
 SCREENSHOTS = Path(os.environ.get("CLEARANCE_SCREENSHOT_DIR", "test-artifacts"))
@@ -134,24 +131,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     config.write_text(CONFIG.format(port=portal_port), encoding="utf-8")
     directory = base / "staff.csv"
     directory.write_text(DIRECTORY, encoding="utf-8")
-    with running_redis(base / "redis") as redis_url:
-        env = clearance_env(redis_url, config)
-        port = free_port()
-        command = [sys.executable, "-m", "icap_server", "serve", "--listen", f"127.0.0.1:{port}", "--workers", "1"]
-        server = spawn_server(command, env, base / "serve.log")
-        try:
-            wait_for_port(port)
-            wait_for_port(portal_port)
-            with (
-                OriginServer() as origin,
-                SquidProxy(port, [BLOCKED, PORTAL], base / "squid", extra_config=PORTAL_IDENTITY) as squid,
-            ):
-                built = Stack(redis_url, env, port, portal_port, origin, squid)
-                built.cli("directory", "load", str(directory))
-                built.cli("categories", "add", "webmail", BLOCKED)
-                yield built
-        finally:
-            fail_on_survivors({"serve": stop_group(server)})
+    with serving(base, config, config.read_text(encoding="utf-8")) as served:
+        wait_for_port(portal_port)
+        with (
+            OriginServer() as origin,
+            SquidProxy(served.port, [BLOCKED, PORTAL], base / "squid", extra_config=PORTAL_IDENTITY) as squid,
+        ):
+            built = Stack(served.redis_url, served.env, served.port, portal_port, origin, squid)
+            built.cli("directory", "load", str(directory))
+            built.cli("categories", "add", "webmail", BLOCKED)
+            yield built
 
 
 def shoot(page: Any, name: str) -> Path:

@@ -13,10 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import Message
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from policy.tokens import RequestClaim, sign
 from tests.conftest import CLI, StartServer
 from tests.support.icap_client import exchange, reqmod, wait_until_synced
 from tests.support.net import free_port, wait_for_port
+from tests.support.smtp import Inbox, smtp_sink
 
 SECRET = "portal-test-secret"
 WHY = "Exchanging documents with an overseas partner agency"
@@ -342,29 +340,6 @@ def test_one_worker_runs_the_portal_on_its_loop_with_a_secret_kept_in_redis(
 
 
 # ---- e-mail --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Inbox:
-    messages: list[tuple[list[str], Message]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
-        return "250 OK"
-
-
-@contextmanager
-def smtp_sink(inbox: Inbox) -> Iterator[str]:
-    """An SMTP server (aiosmtpd) collecting into `inbox`; yields the `smtp:` section that sends to it."""
-    from aiosmtpd.controller import Controller
-
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp:\n  host: 127.0.0.1\n  port: {port}\n  sender: clearance@example.gov\n"
-    finally:
-        controller.stop()
 
 
 def test_the_department_heads_and_delegates_get_an_email_with_the_details(start_portal: Any) -> None:

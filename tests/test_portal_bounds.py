@@ -11,8 +11,9 @@ from typing import Any
 
 import redis
 
+from tests.support.smtp import Inbox, smtp_sink
 from tests.support.waiting import wait_until
-from tests.test_portal import WHY, HTTPAnswer, Inbox, Portal, fetch, requests_in_redis, smtp_sink, start_portal
+from tests.test_portal import WHY, HTTPAnswer, Portal, fetch, requests_in_redis, start_portal
 
 __all__ = ["start_portal"]  # the fixture, used by name
 

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time as clock
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
-from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,7 @@ from policy.requests import AccessRequest, RequestStatus
 from policy.store import PolicyStore
 from tests.conftest import CLI, StartServer
 from tests.support.net import free_port, wait_for_port
+from tests.support.smtp import Inbox, smtp_sink
 from tests.support.waiting import wait_until
 
 NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)  # 10:00 in Hong Kong
@@ -258,37 +256,6 @@ def mail_text(message: Message) -> str:
 # ---- end to end: real Redis, real SMTP, the real CLI and serve -------------------------------------------
 
 
-@dataclass
-class Inbox:
-    """aiosmtpd's handler: keeps what it accepts; `refuse` answers every message with a temporary failure."""
-
-    messages: list[tuple[list[str], Message]] = field(default_factory=list)
-    refuse: bool = False
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.refuse:
-            return "451 4.3.0 Mail system busy, try again later"
-        self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
-        return "250 OK"
-
-    def to(self, address: str) -> list[Message]:
-        return [message for rcpt, message in self.messages if rcpt == [address]]
-
-
-@contextmanager
-def smtp_sink(inbox: Inbox) -> Iterator[str]:
-    """A real SMTP server on a free port (stopped after); yields the config's `smtp:` section for it."""
-    from aiosmtpd.controller import Controller
-
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp:\n  host: 127.0.0.1\n  port: {port}\n  sender: clearance@example.gov\n  timeout: 5\n"
-    finally:
-        controller.stop()
-
-
 def write_config(path: Path, smtp: str, portal: str = "") -> Path:
     path.write_text(
         "policy:\n  load_default_lists: false\n"
@@ -329,7 +296,7 @@ def test_one_run_sends_each_head_one_digest_and_each_note_once(
 ) -> None:
     """Acceptance 2: two pending requests, one review overdue, one unused approval; one mail per head."""
     inbox = Inbox()
-    with smtp_sink(inbox) as smtp:
+    with smtp_sink(inbox, timeout=5) as smtp:
         config = write_config(tmp_path / "reminders.yaml", smtp)
         seed(redis_url, cli, config, tmp_path)
         first = cli("--config", str(config), "reminders", "run")
@@ -362,7 +329,7 @@ def test_a_failing_relay_is_reported_and_nothing_is_marked_so_the_next_run_sends
     redis_url: str, sync_redis: redis.Redis, cli: CLI, tmp_path: Path
 ) -> None:
     inbox = Inbox(refuse=True)
-    with smtp_sink(inbox) as smtp:
+    with smtp_sink(inbox, timeout=5) as smtp:
         config = write_config(tmp_path / "reminders.yaml", smtp)
         seed(redis_url, cli, config, tmp_path)
         failed = cli("--config", str(config), "reminders", "run", check=False)
@@ -391,7 +358,7 @@ def test_two_portals_on_one_store_send_each_mail_once_on_their_schedule(
 ) -> None:
     """The portal process sends on its schedule; two of them (two `serve` on one Redis) never send twice."""
     inbox = Inbox()
-    with smtp_sink(inbox) as smtp:
+    with smtp_sink(inbox, timeout=5) as smtp:
         ports = (free_port(), free_port())
         reminders = '  reminders:\n    time: "00:00"\n    check_interval_seconds: 0.3\n'
         seed(redis_url, cli, write_config(tmp_path / "cli.yaml", smtp), tmp_path)

@@ -19,6 +19,7 @@ from policy.access_report import COLUMNS
 from policy.approvals import Approval, SubjectKind
 from policy.store import PolicyStore
 from tests.conftest import CLI
+from tests.conftest import as_actor as admin
 
 PREFIX = "clearance:"
 DIRECTORY = """user,name,department,groups,heads,delegates
@@ -30,13 +31,6 @@ dave,Dave Ho,IT,,,
 hit,Ivy Tam,IT,,IT,
 """
 REASON = "Liaison with the overseas partner office"
-
-
-def admin(cli: CLI) -> CLI:
-    def run(*args: str, check: bool = True, stdin: str | None = None) -> Any:
-        return cli("--actor", "alice.admin", *args, check=check, stdin=stdin)
-
-    return run
 
 
 def grant(run: CLI, approver: str, *args: str) -> str:
