@@ -7,6 +7,7 @@ specific match (format) wins.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 Language = Literal["en", "zh-HK"]
@@ -51,6 +52,7 @@ def language_of(tag: str) -> Language | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)  # browsers send a handful of distinct headers; bounded for the rest
 def choose_language(accept_language: str | None, default: Language) -> Language:
     """The most preferred of English and Chinese in Accept-Language; `*` or neither named: the default."""
     best: tuple[float, int, Language] | None = None
@@ -70,6 +72,7 @@ def choose_language(accept_language: str | None, default: Language) -> Language:
     return allowed[0] if allowed else default
 
 
+@functools.lru_cache(maxsize=256)
 def choose_format(accept: str | None) -> Format:
     """html, json or text for an Accept header.
 

@@ -11,6 +11,9 @@ among the built-in ones. `Renderer` compiles every template and renders each pag
 for every reason and language when it is made, so a broken template stops `clearance serve` at start-up with
 the template's name and line, instead of breaking pages at request time.
 
+`Renderer` renders every page through Jinja: it is the reference. The server uses `prebuilt.PrebuiltRenderer`,
+which renders each kind of page once and fills in the request's facts, with the same bytes.
+
 Messages come from the one bilingual catalog (`catalog.py`, `locale/zh_HK/LC_MESSAGES/messages.po`); the English
 text is the message id. What the pages need from outside is a `PageSettings`: the library reads no server config.
 """
@@ -42,6 +45,7 @@ DISPLAY_CHARS = 80  # host and path longer than this are shortened on the page (
 JSON_PATH_CHARS = 2000
 PAGE_TEMPLATES = {"html": "block.html", "text": "block.txt"}
 TEMPLATE_SUFFIXES = (".html", ".htm", ".txt")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"  # the time as the page shows it (`page.time`)
 REQUESTABLE = frozenset({"no-approval", "approval-expired", "approval-revoked", "approval-suspended"})
 
 
@@ -219,6 +223,18 @@ def content_security_policy(html: str, form: RequestForm | None) -> str:
     )
 
 
+def finished(body: bytes, text: str, fmt: Format, language: Language, form: RequestForm | None) -> Rendered:
+    """The page with its type and headers; an HTML page's CSP hashes the `<style>` elements of `text`."""
+    vary = ("Vary", "Accept, Accept-Language")
+    inert = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    if fmt == "json":
+        return Rendered(body, "application/json; charset=utf-8", language, (inert, vary))
+    if fmt == "html":
+        policy = ("Content-Security-Policy", content_security_policy(text, form))
+        return Rendered(body, "text/html; charset=utf-8", language, (policy, ("Content-Language", language), vary))
+    return Rendered(body, "text/plain; charset=utf-8", language, (inert, ("Content-Language", language), vary))
+
+
 class Renderer:
     """Block pages for one set of settings; made once per process (Application), checked when made."""
 
@@ -259,17 +275,11 @@ class Renderer:
     # ---- the three formats ------------------------------------------------------------------------------------
 
     def render(self, facts: BlockFacts, fmt: Format, language: Language, form: RequestForm | None) -> Rendered:
-        vary = ("Vary", "Accept, Accept-Language")
-        inert = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        """The page through Jinja, every time: the reference the pre-built pages (`prebuilt.py`) must equal."""
         if fmt == "json":
-            return Rendered(self.json(facts, form), "application/json; charset=utf-8", language, (inert, vary))
+            return finished(self.json(facts, form), "", fmt, language, form)
         text = self.environments[language].get_template(PAGE_TEMPLATES[fmt]).render(self.context(facts, language, form))
-        if fmt == "html":
-            policy = ("Content-Security-Policy", content_security_policy(text, form))
-            headers = (policy, ("Content-Language", language), vary)
-            return Rendered(text.encode("utf-8"), "text/html; charset=utf-8", language, headers)
-        headers = (inert, ("Content-Language", language), vary)
-        return Rendered(text.encode("utf-8"), "text/plain; charset=utf-8", language, headers)
+        return finished(text.encode("utf-8"), text, fmt, language, form)
 
     def message(self, facts: BlockFacts, language: Language) -> str:
         template = REASON_MESSAGES.get(facts.reason, UNKNOWN_REASON)
@@ -338,7 +348,7 @@ class Renderer:
                 "client_ip": facts.client_ip,
                 "reason": facts.reason,
                 "reference": facts.reference,
-                "time": facts.time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "time": facts.time.strftime(TIME_FORMAT),
                 "time_iso": facts.time.isoformat(timespec="seconds"),
             },
             "org": {
@@ -380,7 +390,7 @@ class Renderer:
             for fmt, name in PAGE_TEMPLATES.items():
                 for facts, form in sample_facts(self.zone):
                     try:
-                        self.render(facts, fmt, language, form)  # type: ignore[arg-type]
+                        Renderer.render(self, facts, fmt, language, form)  # type: ignore[arg-type]
                     except Exception as error:
                         where, line = _template_frame(error, filenames, environment, name)
                         raise TemplateError(

@@ -1,7 +1,8 @@
 """structlog set-up: one JSON object per line for machines, readable colour for a person at a terminal.
 
-The JSON path is on the request path (one line per ICAP transaction), so it is kept lean: orjson renders,
-the timestamp is formatted once a second plus microseconds, and lines are collected and written together
+The JSON path is on the request path (one line per ICAP transaction), so it is kept lean: that line skips
+structlog's processor chain (`AccessLog` builds the same dict and orjson renders it), the timestamp is
+formatted once a second plus microseconds, and lines are collected and written together
 (at most 4 KiB, whole lines only, so workers sharing a pipe never interleave) when the buffer fills or at
 the latest `FLUSH_INTERVAL` later: one system call per few dozen requests instead of one per request.
 Warnings that hostile input can cause once per message go through `RateLimitedWarnings`.
@@ -45,6 +46,12 @@ class LineBuffer:
             self.flush()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+    def line(self, data: bytes) -> None:
+        """A line already rendered with its newline (the access log's, see AccessLog)."""
+        self._buffer += data
+        if len(self._buffer) >= CHUNK:
+            self.flush()
 
     def flush(self) -> None:
         buffer = self._buffer
@@ -136,13 +143,17 @@ class FastTimeStamper:
         self._second = -1
         self._prefix = ""
 
-    def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def stamp(self) -> str:
+        """Now, as the `timestamp` field of a line."""
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+    def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event_dict["timestamp"] = self.stamp()
         return event_dict
 
 
@@ -156,6 +167,66 @@ def static_fields(fields: Mapping[str, Any]) -> structlog.typing.Processor:
         return event_dict
 
     return add
+
+
+def _json_fallback(value: Any) -> Any:
+    """What structlog's JSONRenderer does with a value orjson cannot render: `__structlog__()`, else repr."""
+    render = getattr(value, "__structlog__", None)
+    return render() if render is not None else repr(value)
+
+
+_AS_LINE = orjson.OPT_APPEND_NEWLINE
+
+
+class AccessLog:
+    """The one line per ICAP transaction, rendered directly: structlog's chain was ~10 µs of each request.
+
+    The line is the dict structlog's JSON chain built, key for key and in its order (the call's fields, `event`,
+    the static fields, `level`, `timestamp`), rendered by the same orjson with the same fallback, into the same
+    batched `LineBuffer`. With console output, a level above info, or before `configure_logging`, the line goes
+    through structlog as before. tests/test_access_log.py holds the old chain and compares the two.
+    """
+
+    __slots__ = ("_stamp", "_static", "_structlog", "_write")
+
+    def __init__(self) -> None:
+        self._write: Callable[[bytes], None] | None = None
+        self._static: tuple[tuple[str, Any], ...] = ()
+        self._stamp = FastTimeStamper()
+        self._structlog: Any = structlog.get_logger("clearance.access")
+
+    def direct(self, write: Callable[[bytes], None] | None, static: Mapping[str, Any], stamp: FastTimeStamper) -> None:
+        """Write lines with `write` (None: through structlog); `static` and `stamp` are the chain's own."""
+        self._write = write
+        self._static = tuple(static.items())
+        self._stamp = stamp
+        self._structlog = structlog.get_logger("clearance.access")  # a fresh proxy: binds to the new set-up
+
+    def info(self, event: str, fields: dict[str, Any]) -> None:
+        """One line at level info; `fields` (a fresh dict, the caller's no longer) becomes the line."""
+        write = self._write
+        if write is None:
+            self._structlog.info(event, **fields)
+            return
+        fields["event"] = event
+        for key, value in self._static:
+            fields.setdefault(key, value)
+        fields["level"] = "info"
+        fields["timestamp"] = self._stamp.stamp()
+        write(orjson.dumps(fields, default=_json_fallback, option=_AS_LINE))
+
+
+access_log = AccessLog()
+
+
+def _unbuffered(binary: Any) -> Callable[[bytes], None]:
+    """A line written and flushed at once, as structlog's BytesLogger does (processes that never flush_logs)."""
+
+    def write(data: bytes) -> None:
+        binary.write(data)
+        binary.flush()
+
+    return write
 
 
 def configure_logging(
@@ -175,18 +246,25 @@ def configure_logging(
     factory: Any
     flush_logs()
     _buffers.clear()
+    access_log.direct(None, {}, FastTimeStamper())
     if as_json:
-        processors += [FastTimeStamper(), structlog.processors.JSONRenderer(serializer=orjson.dumps)]
+        stamper = FastTimeStamper()
+        processors += [stamper, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
         binary: Any = getattr(output, "buffer", None) or output
+        write: Callable[[bytes], None]
         if buffered:
             line_buffer = LineBuffer(binary, keep_open=output)
             _buffers.append(line_buffer)
+            write = line_buffer.line
 
             def factory(*_args: Any) -> Any:
                 return line_buffer
 
         else:
             factory = structlog.BytesLoggerFactory(file=binary)
+            write = _unbuffered(binary)
+        if LEVELS[level] <= logging.INFO:
+            access_log.direct(write, fields or {}, stamper)
     else:
         processors += [structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.dev.ConsoleRenderer()]
         factory = structlog.WriteLoggerFactory(file=output)

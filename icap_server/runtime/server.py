@@ -29,13 +29,12 @@ from icap_server.protocol import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from icap_server.runtime.logs import FLUSH_INTERVAL, RateLimitedWarnings, flush_logs
+from icap_server.runtime.logs import FLUSH_INTERVAL, RateLimitedWarnings, access_log, flush_logs
 from icap_server.runtime.signals import STOP_QUIET, Reload, accept_backlog, reload_on_hangup, unread_bytes
 from icap_server.service import responses
 from icap_server.service.application import Application, Verdict
 
 log = structlog.get_logger("clearance.icap")
-access_log = structlog.get_logger("clearance.access")
 
 # Lines per kind of protocol warning (errors, refusals, timeouts, evictions) per 10 s, then a summary.
 WARNINGS_PER_INTERVAL = 10
@@ -249,11 +248,13 @@ class ICAPProtocol(asyncio.Protocol):
         request = txn.request
         access_log.info(
             "icap",
-            method=request.method,
-            service=request.service,
-            status=status,
-            duration_ms=round((time.perf_counter() - txn.started) * 1000, 3),
-            **txn.verdict.log_fields(),
+            {
+                "method": request.method,
+                "service": request.service,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - txn.started) * 1000, 3),
+                **txn.verdict.log_fields(),
+            },
         )
 
     def _fail(self, status: int, why: str | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from blockpages.prebuilt import PrebuiltRenderer
 from blockpages.render import Renderer
 from blockpages.settings import Branding, PageSettings, TemplateError
 from icap_server.config import Config, ConfigError
@@ -36,10 +37,15 @@ def page_settings(config: Config) -> PageSettings:
     )
 
 
-def block_pages(config: Config) -> Renderer:
-    """The Renderer for this configuration, its templates already compiled and test-rendered."""
+def block_pages(config: Config, prebuilt: bool = True) -> Renderer:
+    """The Renderer for this configuration, its templates already compiled and test-rendered.
+
+    `prebuilt`: each page built once and filled per request (`blockpages.prebuilt`); False renders every page
+    through Jinja, the reference the pre-built pages are tested against.
+    """
     try:
-        return Renderer(page_settings(config))
+        settings = page_settings(config)
+        return PrebuiltRenderer(settings) if prebuilt else Renderer(settings)
     except TemplateError as error:
         raise BlockPageError(str(error)) from None
 

@@ -90,6 +90,7 @@ def answer(app: Application, request: ICAPRequest, verdict: Verdict | None = Non
     conn = _answering(request)
     wire = conn.send(app.respond(request, verdict, conn.can_send_204, None, NOW))
     head, _, rest = wire.partition(b"\r\n\r\n")
+    head = re.sub(rb"\r\nDate: [^\r\n]*", b"\r\nDate: -", head)  # the wall clock's, added on the way out
     offset = int(re.search(rb"res-hdr=0, res-body=(\d+)", head).group(1))  # type: ignore[union-attr]
     http_head, chunks = rest[:offset], rest[offset:]
     size_line, _, after = chunks.partition(b"\r\n")
