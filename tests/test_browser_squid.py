@@ -7,17 +7,14 @@ mail.google.com before the proxy is even asked, and a CONNECT cannot show a page
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import serving
-from tests.support.icap_client import wait_until_synced
+from tests.support.browser_stack import BrowserStack
 from tests.support.net import free_port
 from tests.support.origin import OriginServer
 from tests.support.playwright_browser import chromium_page
@@ -41,27 +38,6 @@ DIRECTORY = (
     "hfin,Henry Fung,Finance,,Finance,\n"
 )
 WHY = "Liaison with the Singapore office, which only uses webmail"
-
-
-@dataclass
-class BrowserStack:
-    redis_url: str
-    env: dict[str, str]
-    icap_port: int
-    portal_port: int
-    origin: OriginServer
-    squid: SquidProxy
-
-    def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "icap_server", *args], env=self.env, capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, result.stderr
-        wait_until_synced(self.icap_port, self.redis_url)
-        return result.stdout
-
-    def url(self, host: str, path: str = "/") -> str:
-        return f"http://{host}:{self.origin.port}{path}"
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.browser_stack import BrowserStack as Stack
 from tests.support.icap_client import wait_until_synced
 from tests.support.playwright_browser import chromium_page
-from tests.test_pages_layout import BLOCKED, WHY, Stack, stack
+from tests.test_pages_layout import BLOCKED, WHY, stack
 
 __all__ = ["stack"]  # the module-scoped Squid, portal and serve of the layout tests, started again for this module
 
@@ -51,7 +52,8 @@ def decide(stack: Stack, item: str, form: str, fields: dict[str, str]) -> str:
             article.locator(f"form.{form} [name={name}]").fill(value)
         article.locator(f"form.{form} button[type=submit]").click()
         page.wait_for_load_state()
-        return page.inner_text("#outcome")
+        outcome: str = page.inner_text("#outcome")
+        return outcome
 
 
 def audit(stack: Stack, action: str) -> list[dict[str, Any]]:

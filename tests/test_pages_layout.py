@@ -13,10 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ import pytest
 from blockpages.render import BlockFacts, RequestForm
 from icap_server.service.pages import block_pages
 from tests.conftest import serving
-from tests.support.icap_client import wait_until_synced
+from tests.support.browser_stack import BrowserStack as Stack
 from tests.support.net import free_port, wait_for_port
 from tests.support.origin import OriginServer
 from tests.support.pages import NOW, branded
@@ -96,31 +93,6 @@ BUTTON = """(b) => {
 }"""
 
 
-@dataclass
-class Stack:
-    redis_url: str
-    env: dict[str, str]
-    icap_port: int
-    portal_port: int
-    origin: OriginServer
-    squid: SquidProxy
-
-    def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "icap_server", *args], env=self.env, capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, result.stderr
-        wait_until_synced(self.icap_port, self.redis_url)
-        return result.stdout
-
-    def url(self, host: str, path: str = "/") -> str:
-        return f"http://{host}:{self.origin.port}{path}"
-
-    @property
-    def portal(self) -> str:
-        return f"http://{PORTAL}:{self.portal_port}"
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     require_program("squid")
@@ -137,7 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             OriginServer() as origin,
             SquidProxy(served.port, [BLOCKED, PORTAL], base / "squid", extra_config=PORTAL_IDENTITY) as squid,
         ):
-            built = Stack(served.redis_url, served.env, served.port, portal_port, origin, squid)
+            built = Stack(served.redis_url, served.env, served.port, portal_port, origin, squid, PORTAL)
             built.cli("directory", "load", str(directory))
             built.cli("categories", "add", "webmail", BLOCKED)
             yield built
