@@ -8,10 +8,15 @@ LISTEN ?=
 
 venv: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml setup.py
+$(BIN)/.installed: pyproject.toml setup.py icap_server/protocol/_speedups.c
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 	  else echo "python3-venv is missing: sudo apt-get install python3-venv" >&2; exit 1; fi; }
+	@# The C quick scan needs gcc and Python's headers; without them it is left out and the Python twin answers.
+	@{ command -v gcc >/dev/null 2>&1 && $(PYTHON) -c 'import os, sysconfig, sys; \
+	  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; \
+	  else echo "no C compiler or Python headers (sudo apt-get install gcc python3-dev): the pure-Python quick scan will answer" >&2; fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[fast,test]'
@@ -50,8 +55,13 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
+# The request path's tests once more with the C quick scan hidden: the pure-Python twin must answer the same.
+QUICK_OFF_TESTS = tests/test_quick_answers.py tests/test_quick_scan.py tests/test_server.py tests/test_blockpages_icap.py \
+	tests/test_tenant_restrictions.py tests/test_access_log.py tests/test_slow_clients.py tests/test_cicap_client.py
+
 test: venv test-deps lint
 	$(BIN)/pytest
+	CLEARANCE_NO_SPEEDUPS=1 $(BIN)/pytest -q -m "not speedups" $(QUICK_OFF_TESTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -44,14 +44,18 @@ class Identity:
 
 
 def identify(headers: HeaderSource, rules: IdentityRules) -> Identity:
-    return _identify(
+    return identify_values(
         headers.get(rules.username_header), headers.get("X-Authenticated-User"), headers.get("X-Client-IP"), rules
     )
 
 
 @lru_cache(maxsize=65536)
-def _identify(raw_user: str | None, authenticated: str | None, raw_ip: str | None, rules: IdentityRules) -> Identity:
-    """The same user at the same address sends many requests: the (immutable) answer is remembered."""
+def identify_values(
+    raw_user: str | None, authenticated: str | None, raw_ip: str | None, rules: IdentityRules
+) -> Identity:
+    """The identity from the three header values it is read from (the quick scan extracts just these).
+
+    The same user at the same address sends many requests: the (immutable) answer is remembered."""
     user: str | None = None
     if raw_user:
         user = decode_username(raw_user, rules.username_encoding)

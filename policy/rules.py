@@ -72,6 +72,12 @@ class RuleIndex:
         return None
 
 
+    def covers(self, host: str) -> bool:
+        """Whether any rule is for this host or a parent of it (at any path)."""
+        by_host = self.by_host
+        return bool(by_host) and any(suffix in by_host for suffix in walk_suffixes(host))
+
+
 def walk_suffixes(host: str) -> Iterable[str]:
     """host, then each parent on label boundaries; an IP literal only itself."""
     yield host

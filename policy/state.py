@@ -319,5 +319,10 @@ class PolicyState:
         rule, service = shared
         return CategoryMatch(rule.describe(), frozenset((rule.category or "",))), service
 
+    def path_free(self, host: str) -> bool:
+        """Whether what the rules and lists say of `host` cannot depend on the path: no URL rule and no service
+        path entry is for it or a parent (the quick path's decision memo keys on the host alone then)."""
+        return not self.rules.covers(host) and not self.services.paths.covers(host)
+
     def candidates(self, user: str | None, client_ip: str | None) -> list[Approval]:
         return self.approvals.candidates(user, self.directory.person(user), client_ip)

@@ -1,5 +1,6 @@
 """Sans-I/O ICAP/1.0 (RFC 3507): bytes in, events out; responses to bytes. No sockets, no asyncio."""
 
+from ._quick import QuickRequest, QuickScan, quick_scan
 from .connection import ICAPConnection, Phase
 from .encapsulated import Encapsulated, parse_encapsulated
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -14,7 +15,7 @@ from .events import (
     ICAPRequest,
     Response,
 )
-from .headers import Headers
+from .headers import Headers, token_list
 from .http import HTTPRequestHead, HTTPResponseHead, build_http_response_head
 from .serialize import REASONS, chunked
 
@@ -36,9 +37,13 @@ __all__ = [
     "LocalProtocolError",
     "Phase",
     "ProtocolError",
+    "QuickRequest",
+    "QuickScan",
     "RemoteProtocolError",
     "Response",
     "build_http_response_head",
     "chunked",
     "parse_encapsulated",
+    "quick_scan",
+    "token_list",
 ]

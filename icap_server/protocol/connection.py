@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ._abnf import ICAP_VERSION_RE, REQUEST_LINE_CTL_RE, TOKEN_RE
 from ._buffer import ReceiveBuffer
+from ._quick import QuickRequest, QuickScan
 from ._readers import ChunkedReader, read_head
 from .encapsulated import NULL_BODY, Encapsulated, parse_encapsulated
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -76,8 +77,10 @@ class ICAPConnection:
         max_header_bytes: int = 65536,
         max_header_fields: int = MAX_HEADER_FIELDS,
         max_preview_bytes: int = MAX_PREVIEW_BYTES,
+        quick: QuickScan | None = None,
     ) -> None:
         self.max_header_bytes = max_header_bytes
+        self.quick_scan = quick
         self.max_header_fields = max_header_fields
         self.max_preview_bytes = max_preview_bytes
         self._head_too_large = f"ICAP header exceeds {max_header_bytes} bytes"
@@ -108,6 +111,23 @@ class ICAPConnection:
             self._buffer += data
         else:
             self._peer_closed = True
+
+    def quick(self, data: bytes) -> QuickRequest | None:
+        """`data` read by the quick scan (`_quick.py`) when it is one whole common message and the connection
+        is between messages; None otherwise, and then `receive_data(data)` as ever. Nothing changes here
+        until `send_quick` answers it."""
+        scan = self.quick_scan
+        if scan is None or self.phase is not Phase.HEAD or self._buffer or self._peer_closed or self.closing:
+            return None
+        return scan.scan(data, scan.user_header, self.max_header_bytes, self.max_header_fields)
+
+    def send_quick(self, response: Response) -> bytes:
+        """The answer to a message `quick` read; the connection stays open for the next (`quick` only reads
+        messages without `Connection`, and never while closing)."""
+        if self.phase is not Phase.HEAD or self._buffer:
+            raise LocalProtocolError(f"no quick request to answer in phase {self.phase.name}")
+        self.transactions += 1
+        return serialize_response(response, close=False)
 
     @property
     def their_message_in_progress(self) -> bool:

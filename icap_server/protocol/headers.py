@@ -64,21 +64,25 @@ class Headers:
 
     def tokens(self, name: str) -> frozenset[str]:
         """A comma-separated token list (e.g. `Allow: 204, trailers`), lower-cased."""
-        values = self._index.get(name.lower())
-        if not values:
-            return _NO_TOKENS
-        key = values[0] if len(values) == 1 else ", ".join(values)
-        found = _token_cache.get(key)
-        if found is None:
-            found = frozenset(item.strip().lower() for item in key.split(",") if item.strip())
-            if len(_token_cache) > 1024:
-                _token_cache.clear()
-            _token_cache[key] = found
-        return found
+        return token_list(self.get(name))
 
 
 _NO_TOKENS: frozenset[str] = frozenset()
 _token_cache: dict[str, frozenset[str]] = {}
+
+
+def token_list(value: str | None) -> frozenset[str]:
+    """A comma-separated token list's items, lower-cased (None: the field is absent). A proxy repeats the
+    same few values, so each is split once."""
+    if not value:
+        return _NO_TOKENS
+    found = _token_cache.get(value)
+    if found is None:
+        found = frozenset(item.strip().lower() for item in value.split(",") if item.strip())
+        if len(_token_cache) > 1024:
+            _token_cache.clear()
+        _token_cache[value] = found
+    return found
 
 
 def parse_header_block(block: bytes, what: str, max_fields: int = MAX_HEADER_FIELDS) -> Headers:

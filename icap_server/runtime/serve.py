@@ -20,9 +20,10 @@ import structlog
 
 from icap_server.config import Config
 from icap_server.runtime.companion import Companion, InlineCompanion
-from icap_server.runtime.logs import configure_logging
+from icap_server.runtime.logs import configure_logging, flush_logs
 from icap_server.runtime.reload import WorkerReload, reread_config
-from icap_server.runtime.server import serve
+from icap_server.runtime.server import ICAPServer
+from icap_server.runtime.signals import Reload, reload_on_hangup
 from icap_server.service.application import Application
 from icap_server.service.catalogue import shipped_services
 from icap_server.service.defaults import default_seed, load_default_lists
@@ -31,6 +32,7 @@ from icap_server.service.sync import PolicySync, protected
 from policy.store import PolicyStore, StoreUnavailable
 
 log = structlog.get_logger("clearance")
+icap_log = structlog.get_logger("clearance.icap")  # the listener's own lines, as before
 PORTAL_LINK_WAIT = 1.0  # seconds the first block pages may wait for the portal's token secret (Redis is up)
 STORE_PROBE = 1.0  # seconds the store has to answer at start before the worker listens without a policy
 
@@ -192,3 +194,35 @@ def redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     _credentials, at, location = rest.rpartition("@")
     return f"{scheme}{sep}{'***@' if at else ''}{location}" if sep else url
+
+
+async def serve(
+    app: Application,
+    host: str,
+    port: int,
+    ready: asyncio.Event | None = None,
+    reuse_port: bool = False,
+    reload: Reload | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; each SIGHUP calls `reload` (`reload_on_hangup`)."""
+    # The handlers go in before the port opens: from the first connection on, SIGTERM means drain.
+    stop = asyncio.Event()
+    hangup = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hangup.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # held since start-up (serve.py): done now
+    server = ICAPServer(app)
+    await server.start(host, port, reuse_port)
+    quick = server.quick.name if server.quick is not None else "off"  # the C scan, its Python twin, or none
+    icap_log.info("listening", address=f"{host}:{port}", policy_version=app.policy.version, quick_scan=quick)
+    reloading = asyncio.create_task(reload_on_hangup(server, hangup, reload))
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    reloading.cancel()
+    icap_log.info("shutting_down")
+    await server.stop()
+    icap_log.info("stopped")
+    flush_logs()

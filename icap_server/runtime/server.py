@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
-import signal
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,10 +26,12 @@ from icap_server.protocol import (
     ICAPConnection,
     ICAPRequest,
     LocalProtocolError,
+    QuickRequest,
     RemoteProtocolError,
+    quick_scan,
 )
 from icap_server.runtime.logs import FLUSH_INTERVAL, RateLimitedWarnings, access_log, flush_logs
-from icap_server.runtime.signals import STOP_QUIET, Reload, accept_backlog, reload_on_hangup, unread_bytes
+from icap_server.runtime.signals import STOP_QUIET, accept_backlog, unread_bytes
 from icap_server.service import responses
 from icap_server.service.application import Application, Verdict
 
@@ -85,6 +86,7 @@ class ICAPProtocol(asyncio.Protocol):
             max_header_bytes=settings.max_header_bytes,
             max_header_fields=settings.max_header_fields,
             max_preview_bytes=settings.max_preview_bytes,
+            quick=server.quick,
         )
         self.transport: asyncio.Transport | None = None
         self.txn: Transaction | None = None
@@ -104,6 +106,9 @@ class ICAPProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = self.last_activity = time.monotonic()
+        quick = self.conn.quick(data) if not self.server.stopping else None
+        if quick is not None and self._answer_quick(quick, data):
+            return
         if self.message_started is None:
             self.message_started = now
         answered = self.conn.transactions
@@ -177,6 +182,26 @@ class ICAPProtocol(asyncio.Protocol):
             else:  # NEED_DATA, or PAUSED (never here: every complete message is answered at once)
                 return
 
+    def _answer_quick(self, request: QuickRequest, data: bytes) -> bool:
+        """A whole common message the quick scan read (`data`), judged and answered at once, as `_begin` and
+        `_answer` would; False (nothing done) for what the reference path must answer."""
+        started = time.perf_counter()
+        app = self.app
+        assert self.transport is not None
+        try:
+            now = datetime.now(UTC)
+            verdict = app.evaluate_quick(request, now)
+            if verdict is None:
+                return False
+            response = app.respond_quick(request, data, verdict, now)
+        except Exception:
+            log.exception("icap_internal_error", method=request.method, service=request.service)
+            self._fail(500)
+            return True
+        self.transport.write(self.conn.send_quick(response))
+        self._log(request.method, request.service, response.status, started, verdict)
+        return True
+
     def _begin(self, request: ICAPRequest) -> bool:
         """Judge a request as soon as its heads are in; a pass to echo starts its answer at once."""
         started = time.perf_counter()
@@ -245,15 +270,18 @@ class ICAPProtocol(asyncio.Protocol):
     def _logged(self, txn: Transaction, status: int) -> None:
         """The transaction is answered: its access-log line."""
         self.txn = None
-        request = txn.request
+        self._log(txn.request.method, txn.request.service, status, txn.started, txn.verdict)
+
+    @staticmethod
+    def _log(method: str, service: str, status: int, started: float, verdict: Verdict) -> None:
         access_log.info(
             "icap",
             {
-                "method": request.method,
-                "service": request.service,
+                "method": method,
+                "service": service,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - txn.started) * 1000, 3),
-                **txn.verdict.log_fields(),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                **verdict.log_fields(),
             },
         )
 
@@ -311,9 +339,11 @@ class ICAPServer:
     being written) does the new one get 503.
     """
 
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: Application, quick: bool = True) -> None:
         self.app = app
         self.settings = app.config.server
+        # The quick scan for Squid's common messages (None: every message through the reference parser).
+        self.quick = quick_scan(app.config.identity.username_header) if quick else None
         self.connections: set[ICAPProtocol] = set()
         self.warnings = RateLimitedWarnings(log, "icap_protocol_errors_suppressed", WARNINGS_PER_INTERVAL)
         self.stopping = False
@@ -403,34 +433,3 @@ class ICAPServer:
             if task is not None:
                 task.cancel()
         flush_logs()
-
-
-async def serve(
-    app: Application,
-    host: str,
-    port: int,
-    ready: asyncio.Event | None = None,
-    reuse_port: bool = False,
-    reload: Reload | None = None,
-) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully; each SIGHUP calls `reload` (`reload_on_hangup`)."""
-    # The handlers go in before the port opens: from the first connection on, SIGTERM means drain.
-    stop = asyncio.Event()
-    hangup = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, hangup.set)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # held since start-up (serve.py): done now
-    server = ICAPServer(app)
-    await server.start(host, port, reuse_port)
-    log.info("listening", address=f"{host}:{port}", policy_version=app.policy.version)
-    reloading = asyncio.create_task(reload_on_hangup(server, hangup, reload))
-    if ready is not None:
-        ready.set()
-    await stop.wait()
-    reloading.cancel()
-    log.info("shutting_down")
-    await server.stop()
-    log.info("stopped")
-    flush_logs()

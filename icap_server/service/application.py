@@ -15,15 +15,16 @@ from zoneinfo import ZoneInfo
 from blockpages.negotiate import choose_format, choose_language
 from blockpages.render import REQUESTABLE, BlockFacts, RequestForm, ServiceName
 from icap_server.config import Config
-from icap_server.protocol import ICAPRequest, Response
+from icap_server.protocol import ICAPRequest, QuickRequest, Response, token_list
 from icap_server.service import responses
+from icap_server.service.memo import DecisionMemo
 from icap_server.service.pages import block_pages
 from icap_server.service.sync import PolicyUnavailable
 from icap_server.service.tenants import tenant_policy
 from icap_server.service.usage import UsageRecorder
 from policy.decision import BAD_REQUEST, Action, Decision, DecisionSettings, Reason, RequestFacts, judge
 from policy.hosts import request_host, request_path
-from policy.identity import Identity, identify
+from policy.identity import Identity, identify, identify_values
 from policy.services import Service
 from policy.state import PolicyState
 from policy.tenants import Injection, restrict
@@ -69,6 +70,16 @@ class Verdict:
             "tenant": decision.tenant if decision else None,
             "reference": self.reference,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What an answer reads of the HTTP request, from either parser: the page's path, format and language."""
+
+    method: str
+    target: str
+    accept: str | None
+    accept_language: str | None
 
 
 NO_IDENTITY = Identity(user=None, client_ip=None)
@@ -117,6 +128,7 @@ class Application:
         )
         self.timezone = ZoneInfo(config.policy.timezone)
         self.usage = UsageRecorder()
+        self.memo = DecisionMemo()  # decisions that depend on the host alone, for the policy in force
         self.tenants = tenant_policy(config.tenant_restrictions)  # None: no vendor configured
         self.portal: PortalLink | None = None
         # Compiles the block-page templates and renders each with sample facts: a broken one fails here.
@@ -141,19 +153,36 @@ class Application:
         http = request.http_request
         if http is None:  # a REQMOD with no HTTP request head: nothing to judge, and never a pass
             return Verdict(status=400, identity=identity, version=self.policy.version)
-        target = http.target
+        return self._judge(identity, http.method, http.target, http.headers.get_all("Host"), now)
+
+    def evaluate_quick(self, request: QuickRequest, now: datetime) -> Verdict | None:
+        """`evaluate` for a message the quick scan read: a REQMOD to judge, else None (OPTIONS and routing
+        errors are left to the reference path, which answers them)."""
+        if request.method != "REQMOD" or request.service != "/reqmod":
+            return None
+        identity = identify_values(request.raw_user, request.authenticated, request.client_ip, self.config.identity)
+        assert request.http_method is not None and request.target is not None
+        hosts = [request.host] if request.host is not None else []
+        return self._judge(identity, request.http_method, request.target, hosts, now)
+
+    def _judge(self, identity: Identity, method: str, target: str, hosts: list[str], now: datetime) -> Verdict:
+        """The verdict on an HTTP request by whom it is from, its method, its target and its Host headers."""
         # The CONNECT authority or absolute-form URI (as Squid sends), else Host; every Host header is checked.
-        host = request_host(http.method, target, http.headers.get_all("Host"))
+        host = request_host(method, target, hosts)
         if host is None:  # the destination cannot be told: no rule, approval or exemption can open it
             return Verdict(0, identity, None, BAD_REQUEST, self.policy.version, secrets.token_hex(6))
         try:
             state = self.policy.state
         except PolicyUnavailable:
             return Verdict(0, identity, host, UNAVAILABLE, self.policy.version, secrets.token_hex(6))
-        facts = RequestFacts(host, request_path(http.method, target), identity.user, identity.client_ip)
-        decision = judge(state, facts, self.settings, now)
-        if self.tenants is not None:
-            decision = restrict(decision, facts, state, self.tenants, self.settings, now)
+        decision = self.memo.get(state, host)
+        if decision is None:
+            facts = RequestFacts(host, request_path(method, target), identity.user, identity.client_ip)
+            decision = judge(state, facts, self.settings, now)
+            tenants = self.tenants
+            if tenants is not None:
+                decision = restrict(decision, facts, state, tenants, self.settings, now)
+            self.memo.keep(state, host, decision, tenants is not None and tenants.match(host) is not None)
         if decision.approval_id is not None and decision.reason is Reason.APPROVED:
             self.usage.note(decision.approval_id, now)
         reference = secrets.token_hex(6) if decision.blocked else None
@@ -184,7 +213,8 @@ class Application:
         """The head of a streamed echo: the client's request, or the tenant-restricted one."""
         tag = responses.istag(verdict.version)
         if self.modifies(verdict):
-            return responses.modified_request(tag, request, self._injection(verdict), None)
+            assert request.http_request is not None
+            return responses.modified_request(tag, request.http_request.raw, self._injection(verdict), None)
         return responses.echo_head(tag, request)
 
     def respond(
@@ -197,24 +227,40 @@ class Application:
             methods = ", ".join(sorted(SERVICES[request.service]))
             server = self.config.server
             return responses.options(tag, methods, server.max_connections, server.options_ttl)
+        http = request.http_request
+        if request.method == "RESPMOD" or http is None:  # passed: RESPMOD is never judged
+            return responses.no_content(tag) if can_send_204 else responses.unmodified(tag, request, body)
+        asked = Asked(http.method, http.target, http.headers.get("Accept"), http.headers.get("Accept-Language"))
+        return self.answer(asked, http.raw, verdict, can_send_204, body if request.has_body else None, now)
+
+    def respond_quick(self, request: QuickRequest, data: bytes, verdict: Verdict, now: datetime) -> Response:
+        """`respond` for a message the quick scan read (`data`, the whole message): no body, and the HTTP head
+        its last part."""
+        assert request.http_method is not None and request.target is not None
+        asked = Asked(request.http_method, request.target, request.accept, request.accept_language)
+        can_send_204 = "204" in token_list(request.allow)
+        return self.answer(asked, data[request.http_start :], verdict, can_send_204, None, now)
+
+    def answer(
+        self, asked: Asked, http_head: bytes, verdict: Verdict, can_send_204: bool, body: bytes | None, now: datetime
+    ) -> Response:
+        """The answer to a judged REQMOD: the block page, the tenant-restricted request, 204, or the echo."""
+        tag = responses.istag(verdict.version)
         if verdict.blocked:
-            return self.block_page(request, verdict, now)
+            return self.block_page(asked, verdict, now)
         if self.modifies(verdict):
-            body = body if request.has_body else None
-            return responses.modified_request(tag, request, self._injection(verdict), body)
+            return responses.modified_request(tag, http_head, self._injection(verdict), body)
         if can_send_204:
             return responses.no_content(tag)
-        return responses.unmodified(tag, request, body if request.has_body else None)
+        return responses.unmodified_request(tag, http_head, body)
 
-    def block_page(self, request: ICAPRequest, verdict: Verdict, now: datetime) -> Response:
+    def block_page(self, asked: Asked, verdict: Verdict, now: datetime) -> Response:
         """The HTTP 403 for a block: HTML, JSON or plain text (Accept), English or Chinese (Accept-Language)."""
         decision = verdict.decision
         assert decision is not None and verdict.reference is not None
-        http = request.http_request
-        headers = http.headers if http is not None else None
         facts = BlockFacts(
             host=verdict.host or "",
-            path=request_path(http.method, http.target) if http is not None else "/",
+            path=request_path(asked.method, asked.target),
             category=decision.category,
             user=verdict.identity.user,
             client_ip=verdict.identity.client_ip,
@@ -223,10 +269,8 @@ class Application:
             time=now.astimezone(self.timezone),
             service=service_name(verdict.service),
         )
-        fmt = choose_format(headers.get("Accept") if headers is not None else None)
-        language = choose_language(
-            headers.get("Accept-Language") if headers is not None else None, self.config.blockpages.default_language
-        )
+        fmt = choose_format(asked.accept)
+        language = choose_language(asked.accept_language, self.config.blockpages.default_language)
         page = self.pages.render(facts, fmt, language, self.request_form(verdict, now))
         return responses.http_forbidden(
             responses.istag(verdict.version), page.body, page.content_type, verdict.reference, page.headers

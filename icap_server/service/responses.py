@@ -73,7 +73,12 @@ def unmodified(tag: str, request: ICAPRequest, body: bytes | None) -> Response:
     if request.http_response is not None:
         return Response(200, base_headers(tag), http_response_head=request.http_response.raw, body=body)
     assert request.http_request is not None
-    return Response(200, base_headers(tag), http_request_head=request.http_request.raw, body=body)
+    return unmodified_request(tag, request.http_request.raw, body)
+
+
+def unmodified_request(tag: str, http_head: bytes, body: bytes | None) -> Response:
+    """A REQMOD passed unchanged without 204: its HTTP request head (and body) echoed."""
+    return Response(200, base_headers(tag), http_request_head=http_head, body=body)
 
 
 def echo_head(tag: str, request: ICAPRequest) -> Response:
@@ -109,17 +114,14 @@ def http_forbidden(
     return Response(200, base_headers(tag), http_response_head=http_head, body=body)
 
 
-def modified_request(tag: str, request: ICAPRequest, injection: Injection, body: bytes | None) -> Response:
+def modified_request(tag: str, http_head: bytes, injection: Injection, body: bytes | None) -> Response:
     """A tenant-restricted pass: ICAP 200 carrying the request with the vendor's headers (RFC 3507 4.8.2).
 
     Every copy the client sent of any of the vendor's headers goes, whatever its case, then the vendor's
     headers (serialised once per policy, `Injection.lines`) go last. `body` is echoed as it came (None: a
     null body, or one streamed after this head, see `echo_head`).
     """
-    assert request.http_request is not None
-    return Response(
-        200, base_headers(tag), http_request_head=restricted_head(request.http_request.raw, injection), body=body
-    )
+    return Response(200, base_headers(tag), http_request_head=restricted_head(http_head, injection), body=body)
 
 
 _strippers: dict[frozenset[str], re.Pattern[bytes]] = {}
