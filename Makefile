@@ -57,7 +57,8 @@ lint: venv
 
 # The request path's tests once more with the C quick scan hidden: the pure-Python twin must answer the same.
 QUICK_OFF_TESTS = tests/test_quick_answers.py tests/test_quick_scan.py tests/test_server.py tests/test_blockpages_icap.py \
-	tests/test_tenant_restrictions.py tests/test_access_log.py tests/test_slow_clients.py tests/test_cicap_client.py
+	tests/test_tenant_restrictions.py tests/test_access_log.py tests/test_slow_clients.py tests/test_cicap_client.py \
+	tests/test_e2e_squid.py
 
 test: venv test-deps lint
 	$(BIN)/pytest

@@ -46,6 +46,7 @@ class Peer:
     decides: bool = True  # False: answers 204 to everything (the floor)
     note: str = ""
     helper_name: str = ""  # what runs beside the server and counts towards its CPU (Clearance: Redis)
+    extra_env: dict[str, str] = field(default_factory=dict)  # for the server process
     helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def command(self, ctx: Context, port: int) -> list[str]:
@@ -67,10 +68,11 @@ class Peer:
 
 
 class Clearance(Peer):
-    def __init__(self) -> None:
-        super().__init__(
-            "clearance", "Clearance", note="CPU includes its Redis (pinned to the same core)", helper_name="Redis"
-        )
+    """Clearance as built: the C quick scan when the extension is there (its log says which scan runs)."""
+
+    def __init__(self, key: str = "clearance", name: str = "Clearance (C quick scan)") -> None:
+        super().__init__(key, name, note="CPU includes its Redis (pinned to the same core)", helper_name="Redis")
+
 
     def command(self, ctx: Context, port: int) -> list[str]:
         redis_port = free_port()
@@ -97,6 +99,14 @@ class Clearance(Peer):
             serve += ["--workers", "1"]
             self.note = f"serve --workers 1; {self.note}"
         return serve
+
+
+class ClearancePure(Clearance):
+    """The same server with the C scan hidden: the pure-Python quick scan answers."""
+
+    def __init__(self) -> None:
+        super().__init__("clearance-pure", "Clearance (pure Python)")
+        self.extra_env = {"CLEARANCE_NO_SPEEDUPS": "1"}
 
 
 def clearance_serve_help(python: str) -> str:
@@ -263,7 +273,7 @@ class Floor(Peer):
 
 
 def all_peers() -> list[Peer]:
-    return [Clearance(), CIcap(), Pyicap(), Floor()]
+    return [Clearance(), ClearancePure(), CIcap(), Pyicap(), Floor()]
 
 
 # ---- processes ----------------------------------------------------------------------------------------

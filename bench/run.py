@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> Options:
         action="append",
         default=[],
         metavar="NAME",
-        help="run only this server (clearance, c-icap, pyicap, floor); repeatable",
+        help="run only this server (clearance, clearance-pure, c-icap, pyicap, floor); repeatable",
     )
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/RESULTS.md)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, workload)")
@@ -119,7 +119,7 @@ def bench_peer(peer: Peer, ctx: Context, work: Workload, urls_file: Path, loadge
             process = subprocess.Popen(
                 pinned(SERVER_CORE, command),
                 cwd=ctx.workdir,
-                env=project_env(),
+                env={**project_env(), **peer.extra_env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

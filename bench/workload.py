@@ -11,6 +11,7 @@ suffix walk.
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,6 @@ URL_COUNT = 10_000
 BLOCKED_SHARE = 0.10
 
 REPO = Path(__file__).resolve().parent.parent
-REAL_LIST = REPO / "policy" / "data" / "webmail.txt"
 
 _WORD_TEXT = (
     "amber anchor apex arrow aster atlas aurora azure badger banyan basil beacon birch bison blaze bloom bolt "
@@ -103,12 +103,11 @@ class Workload:
 
 
 def real_hosts() -> list[str]:
-    hosts = []
-    for line in REAL_LIST.read_text(encoding="utf-8").splitlines():
-        text = line.split("#", 1)[0].strip().lower()
-        if text:
-            hosts.append(text)
-    return hosts
+    """The shipped webmail hosts (the catalogue's curated list), as the first entries of the workload."""
+    sys.path.insert(0, str(REPO))
+    from policy.services import default_list
+
+    return [host.lower() for host in default_list("webmail") if "/" not in host]
 
 
 def is_listed(host: str, listed: set[str]) -> bool:

@@ -152,3 +152,21 @@ def test_default_lists_load_on_first_start_only(start_icap_server: StartServer, 
     assert server.stop() == []
     again = start_icap_server("logging:\n  format: json\n")
     assert not any(line.get("event") == "default_lists_loaded" for line in again.log_lines())
+
+
+def test_the_listening_line_names_the_quick_scan_in_use(start_icap_server: StartServer) -> None:
+    """`serve` says which quick scan answers: the C one as built (with CI=true it must be), the Python twin when
+    CLEARANCE_NO_SPEEDUPS hides it (`make test`'s second pass runs this file so)."""
+    import os
+
+    from icap_server.protocol import quick_scan
+
+    handle = start_icap_server()
+    line = handle.wait_for_log("listening")
+    expected = "python" if os.environ.get("CLEARANCE_NO_SPEEDUPS") else quick_scan("X-Client-Username").name
+    if os.environ.get("CI") == "true" and not os.environ.get("CLEARANCE_NO_SPEEDUPS"):
+        expected = "c"
+    assert line["quick_scan"] == expected, line
+    # And it answers: a Squid-shaped GET, read by that scan, gets its 204.
+    (answer,) = exchange(handle.port, reqmod("http://www.example.com/"))
+    assert status_of(answer) == 204
