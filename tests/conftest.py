@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import redis
 
+from tests.support import cli_zygote as cli_zygote_module
+from tests.support.cli_zygote import ZygoteClient
 from tests.support.net import free_port, wait_for_port
 from tests.support.processes import Leftovers, children_of, record_spawns, stop_group
 from tests.support.redis_server import running_redis
@@ -109,19 +111,30 @@ def clearance_env(redis_url: str, config: Path) -> dict[str, str]:
 CLI = Callable[..., subprocess.CompletedProcess[str]]
 
 
+@pytest.fixture(scope="session")
+def cli_zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZygoteClient]:
+    """The session's fork server for CLI calls (tests/support/cli_zygote.py): the imports once, a fork per call.
+
+    The zygote itself belongs to this fixture; what it forks belongs to the test that asked for it, so a CLI
+    child (or anything it started) still running after its test fails that test.
+    """
+    zygote = ZygoteClient(tmp_path_factory.mktemp("cli-zygote"))
+    LEFTOVERS.forkers.add(zygote.pid)
+    cli_zygote_module.ACTIVE.append(zygote)
+    try:
+        yield zygote
+    finally:
+        cli_zygote_module.ACTIVE.remove(zygote)
+        zygote.stop()
+        LEFTOVERS.forkers.discard(zygote.pid)
+
+
 @pytest.fixture
-def cli(redis_url: str, config_file: Path) -> CLI:
-    """Run `clearance ARGS…` as a real subprocess against the test Redis; returns the CompletedProcess."""
+def cli(redis_url: str, config_file: Path, cli_zygote: ZygoteClient) -> CLI:
+    """Run `clearance ARGS…` against the test Redis (a fork of the session's CLI zygote); the CompletedProcess."""
 
     def run(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "icap_server", *args],
-            env=clearance_env(redis_url, config_file),
-            capture_output=True,
-            text=True,
-            input=stdin,
-            timeout=60,
-        )
+        proc = cli_zygote.run(args, env=clearance_env(redis_url, config_file), input=stdin, timeout=60)
         if check and proc.returncode != 0:
             raise AssertionError(f"clearance {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
         return proc

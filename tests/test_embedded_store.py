@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,23 +12,19 @@ import pytest
 from icap_server.admin.support import embedded_directory
 from icap_server.config import load_config
 from policy.store.embedded import stop_embedded_redis
+from tests.support.cli_zygote import run_clearance
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG = "policy:\n  load_default_lists: true\nlogging:\n  format: json\n"
+
+pytestmark = pytest.mark.usefixtures("cli_zygote")  # `clearance()` runs in a fork of it
 
 
 def clearance(cwd: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`clearance --config CONFIG ARGS…` run from `cwd`, with no Redis URL in the environment."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CLEARANCE_")}
     env["PYTHONPATH"] = str(PROJECT_ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "icap_server", "--config", str(config), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_clearance(["--config", str(config), *args], env, cwd=cwd)  # a fork of the session's CLI zygote
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ store (audited, the default lists re-seeded), and an approval granted then works
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ import pytest
 import redis
 
 from tests.conftest import ServerHandle, StartServer, clearance_env
+from tests.support.cli_zygote import run_clearance
 from tests.support.icap_client import exchange, reqmod
 from tests.support.net import free_port, wait_for_port
 from tests.support.redis_server import running_redis
@@ -36,6 +36,8 @@ LISTED = "https://mail.google.com/"
 STORE_ONLY = "https://mail.store-only.example/"  # in no shipped service: only ever in the store
 GRANT = ("approvals", "grant", "--user", "alice", "--category", "webmail", "--days", "1",
          "--approver", "head", "--reason", "after the reset")  # fmt: skip
+
+pytestmark = pytest.mark.usefixtures("cli_zygote")  # `clearance()` runs in a fork of it
 
 
 @pytest.fixture
@@ -100,8 +102,8 @@ def probing(port: int) -> Iterator[Prober]:
 
 
 def clearance(url: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "icap_server", *args]
-    return subprocess.run(command, env=clearance_env(url, config), capture_output=True, text=True, timeout=60)
+    """`clearance ARGS…`: a fork of the session's CLI zygote (these tests are about the store, not the process)."""
+    return run_clearance(args, clearance_env(url, config))
 
 
 def run_cli(url: str, config: Path, *args: str) -> str:

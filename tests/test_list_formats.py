@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -25,6 +23,7 @@ import redis
 
 from policy.tokens import RequestClaim, sign
 from tests.conftest import CLI, clearance_env, cli_config_text
+from tests.support.cli_zygote import ZygoteClient
 from tests.support.formats import ZONE, cell, check_list, check_show, columns, csv_cell, documented, local, three_ways
 from tests.test_portal import SECRET, Portal, start_portal
 
@@ -367,17 +366,13 @@ COMMANDS = (
 
 
 def test_csv_lines_end_in_crlf_and_a_cell_with_a_comma_quote_or_line_break_is_quoted(
-    cli: CLI, redis_url: str, config_file: Path
+    cli: CLI, redis_url: str, config_file: Path, cli_zygote: ZygoteClient
 ) -> None:
     note = 'mail, "the department\'s"\nsecond line'
     rule = cli("rules", "allow", "mail.google.com", "--note", note).stdout.strip()
-    raw = subprocess.run(
-        [sys.executable, "-m", "icap_server", "rules", "list", "--format", "csv"],
-        env=clearance_env(redis_url, config_file),
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout  # bytes: text mode would turn CRLF into LF before the test could see it
+    listed = cli_zygote.run_bytes(["rules", "list", "--format", "csv"], env=clearance_env(redis_url, config_file))
+    assert listed.returncode == 0, listed.stderr
+    raw = listed.stdout  # bytes: text mode would turn CRLF into LF before the test could see it
     assert raw.count(b"\r\n") == 2 and raw.endswith(b"\r\n")  # the header and the row (the note's \n is inside)
     assert b'"mail, ""the department\'s""\nsecond line"' in raw
     header, row = list(csv.reader(io.StringIO(raw.decode(), newline="")))

@@ -24,7 +24,6 @@ from zoneinfo import ZoneInfo
 
 from icap_server.admin.support import Commands, StoreAction, UsageError, reading, store_approval_rules
 from icap_server.config import Config
-from icap_server.portal.links import portal_secret
 from policy.approvals import Approval
 from policy.directory import IndexedDirectory
 from policy.sources.approval_files import RENDERERS, ApprovalFileError, RowProblem, import_format, read_rows
@@ -62,6 +61,8 @@ async def export_key(config: Config, store: PolicyStore) -> bytes:
     too), else the one kept in the store (`portal:secret`): an export then restores exactly only into the
     store that wrote it, and into an emptied one its records are checked like grants.
     """
+    from icap_server.portal.links import portal_secret  # the portal (and its web stack) only to seal or check an export
+
     secret = await portal_secret(config, store)
     return hmac.new(secret.encode("utf-8"), b"clearance approvals export v1", hashlib.sha256).digest()
 

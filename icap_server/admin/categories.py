@@ -25,7 +25,6 @@ from icap_server.admin.support import (
     reading,
 )
 from icap_server.config import Config
-from icap_server.service.explain import served_state
 from icap_server.service.sync import protected
 from policy.categories import (
     PROTECTED,
@@ -119,6 +118,8 @@ def categories_lookup(args: argparse.Namespace, config: Config) -> StoreAction:
     path = request_path("GET", target)
 
     async def action(store: PolicyStore) -> int:
+        from icap_server.service.explain import served_state  # the filter's whole service: only for a lookup
+
         state = await served_state(config, store, host)  # what serve holds: the store, the catalogue, protected
         match, service_id = state.match_listed(host, path)
         service = state.services.get(service_id or state.services.service_of(host))

@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from icap_server.admin.support import Commands, StoreAction, UsageError, add_group, print_table
 from icap_server.config import Config
-from icap_server.portal.reminders import RunResult, run_reminders
 from policy.reminders import ApprovedNote, DeniedNote, ExpiringNote, HeadDigest, Reminder
 from policy.store import PolicyStore
+
+if TYPE_CHECKING:
+    from icap_server.portal.reminders import RunResult
 
 EXIT_NOT_SENT = 1
 
@@ -51,6 +54,8 @@ def reminders_run(args: argparse.Namespace, config: Config) -> StoreAction:
         raise UsageError("smtp.host is not set, so nothing can be sent (--dry-run lists what would be)")
 
     async def action(store: PolicyStore) -> int:
+        from icap_server.portal.reminders import run_reminders  # the mailer and pages: only for a run
+
         result = await run_reminders(config, store, datetime.now(UTC), force_digest=True, dry_run=args.dry_run)
         show(result, args.dry_run)
         return EXIT_NOT_SENT if result.failed else 0

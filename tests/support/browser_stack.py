@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
 
+from tests.support.cli_zygote import run_clearance
 from tests.support.icap_client import wait_until_synced
 from tests.support.origin import OriginServer
 from tests.support.squid import SquidProxy
@@ -23,9 +22,7 @@ class BrowserStack:
 
     def cli(self, *args: str) -> str:
         """`clearance ARGS`, which must succeed; returns once every worker follows the change."""
-        result = subprocess.run(
-            [sys.executable, "-m", "icap_server", *args], env=self.env, capture_output=True, text=True, timeout=60
-        )
+        result = run_clearance(args, self.env)  # a fork of the session's CLI zygote when there is one
         assert result.returncode == 0, result.stderr
         wait_until_synced(self.icap_port, self.redis_url)
         return result.stdout

@@ -141,6 +141,8 @@ class Leftovers:
         self.owned: dict[int, str] = {}  # pid -> the fixture that started it
         self.sessions: set[int] = set()  # sessions our descendants created: orphans stay in them
         self.groups: set[int] = set()  # process groups the suite's Popen calls created (see `record_spawns`)
+        # Fork servers (the CLI zygote): owned by their fixture, but what they fork belongs to the test that asked.
+        self.forkers: set[int] = set()
 
     def ours(self) -> dict[int, ProcInfo]:
         """Our descendants, plus any process still in a session one of them created."""
@@ -176,7 +178,7 @@ class Leftovers:
         pid = info.pid
         while pid in procs and pid != self.root:
             if pid in self.owned:
-                return True
+                return pid == info.pid or pid not in self.forkers
             pid = procs[pid].ppid
         return False
 
