@@ -38,6 +38,7 @@ def test_steady_state_decisions_make_no_redis_calls(
     start_icap_server: StartServer, cli: CLI, redis_url: str, sync_redis: redis.Redis
 ) -> None:
     server = start_icap_server(WORKERS_CONFIG)
+    running_workers(server)  # both loaded and listening: a worker still starting would count its own load
     cli("categories", "add", "webmail", "mail.example")
     cli("approvals", "grant", "--user", "alice", "--category", "webmail", "--days", "1",
         "--approver", "head", "--reason", "load test")
@@ -69,6 +70,7 @@ def test_revoke_blocks_within_one_second_on_every_worker(
     start_icap_server: StartServer, cli: CLI, redis_url: str
 ) -> None:
     server = start_icap_server(WORKERS_CONFIG)
+    running_workers(server)  # both loaded and listening, so both are measured
     cli("categories", "add", "webmail", "mail.example")
     approval = cli("approvals", "grant", "--user", "alice", "--category", "webmail", "--days", "1",
                    "--approver", "head", "--reason", "load test").stdout.strip()
