@@ -8,23 +8,32 @@ LISTEN ?=
 
 venv: $(BIN)/.installed
 
+# The venv's full build output (venv, pip, apt-get) goes to INSTALL_LOG; the terminal gets one line, or on
+# failure the log's last 30 lines. LOGGED runs a command into the log and stops make if it fails.
+INSTALL_LOG := $(VENV)/install.log
+LOGGED = logged() { "$$@" >>$(INSTALL_LOG) 2>&1 || { echo "make: failed: $$*; the last lines of $(INSTALL_LOG):" >&2; \
+  tail -n 30 $(INSTALL_LOG) >&2; exit 1; }; }
+
 $(BIN)/.installed: pyproject.toml setup.py icap_server/protocol/_speedups.c
-	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	@mkdir -p $(VENV) && : >$(INSTALL_LOG) && echo "setting up $(VENV) (a few minutes the first time); full log: $(INSTALL_LOG)"
+	@$(LOGGED); $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then logged apt-get update -qq && logged env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 	  else echo "python3-venv is missing: sudo apt-get install python3-venv" >&2; exit 1; fi; }
 	@# The C quick scan needs gcc and Python's headers; without them it is left out and the Python twin answers.
-	@{ command -v gcc >/dev/null 2>&1 && $(PYTHON) -c 'import os, sysconfig, sys; \
+	@$(LOGGED); { command -v gcc >/dev/null 2>&1 && $(PYTHON) -c 'import os, sysconfig, sys; \
 	  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; } || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; \
+	  if [ "$$(id -u)" = 0 ]; then logged apt-get update -qq && logged env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; \
 	  else echo "no C compiler or Python headers (sudo apt-get install gcc python3-dev): the pure-Python quick scan will answer" >&2; fi; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[fast,test]'
+	@$(LOGGED); logged $(PYTHON) -m venv $(VENV)
+	@$(LOGGED); logged $(BIN)/pip install --upgrade pip
+	@$(LOGGED); logged $(BIN)/pip install -e '.[fast,test]'
 	@touch $@
 
-# Start the filter on 127.0.0.1:1344 with the embedded Redis (./var) and the default category lists.
+# Start the filter on 127.0.0.1:1344 (server.listen) with the embedded Redis (./var) and the default category lists,
+# after a short banner: the address, the store and the squid.conf lines to paste (scripts/run-banner.py).
 run: venv
-	$(BIN)/clearance serve $(if $(LISTEN),--listen $(LISTEN))
+	@BIN=$(BIN) $(BIN)/python scripts/run-banner.py $(LISTEN)
+	@exec $(BIN)/clearance serve $(if $(LISTEN),--listen $(LISTEN))
 
 # Squid (the TLS-capable build, for the ssl-bump test), c-icap-client, curl and headless Chromium (with CJK
 # fonts for the block page) are real peers in the tests; as root, install them if missing.

@@ -295,3 +295,21 @@ def test_non_ascii_username_uses_its_approval(e2e: Stack) -> None:
     e2e.grant("山田")
     result = e2e.curl(e2e.url("mail.google.com", "/inbox"), user="山田")
     assert_origin_answer(result, e2e, "mail.google.com", "/inbox")
+
+
+def test_squids_access_log_shows_clearances_decision_and_the_pages_reference(e2e: Stack) -> None:
+    """The ICAP answer carries X-Clearance-Decision, -Reason, -Category, -Service and a block's -Reference, so
+    Squid's own access log (README's `logformat clearance`) says what Clearance decided, for passes too."""
+    blocked_path, passed_path = unique_path("logged"), unique_path("logged-pass")
+    result = e2e.curl(e2e.url("mail.google.com", blocked_path), user="alice")
+    reference = assert_block_page(result, e2e, "mail.google.com", "alice")
+    assert_origin_answer(e2e.curl(e2e.url("www.example.org", passed_path)), e2e, "www.example.org", passed_path)
+    e2e.wait_until_logged_by_squid(blocked_path)
+    e2e.wait_until_logged_by_squid(passed_path)
+    lines = e2e.squid.access_log_lines()
+    (blocked,) = [line for line in lines if blocked_path in line]
+    (passed,) = [line for line in lines if passed_path in line]
+    assert blocked.split()[-5:] == ["block", "no-approval", "webmail", "-", reference], blocked
+    assert passed.split()[-5:] == ["pass", "not-restricted", "-", "-", "-"], passed
+    record = e2e.wait_for_record(lambda r: r["reference"] == reference)  # the same reference in Clearance's log
+    assert record["host"] == "mail.google.com"

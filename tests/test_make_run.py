@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from tests.support.requirements import require_program
 from tests.support.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MOST_LINES_BEFORE_THE_SERVER = 15  # issue 13: a few lines (the banner), not pip's build noise
 
 
 @pytest.fixture
@@ -45,7 +47,7 @@ def pid_alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def make_run(fresh_clone: Path, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+def make_run(fresh_clone: Path, tmp_path: Path) -> Iterator[tuple[Path, int, Path]]:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("CLEARANCE_")}
     env.pop("PYTHONPATH", None)
@@ -65,7 +67,7 @@ def make_run(fresh_clone: Path, tmp_path: Path) -> Iterator[tuple[Path, int]]:
         except TimeoutError:
             log.flush()
             raise AssertionError((tmp_path / "make-run.log").read_text()[-3000:]) from None
-        yield fresh_clone, port
+        yield fresh_clone, port, tmp_path / "make-run.log"
     finally:
         survivors = stop_group(proc)  # make, clearance serve and its workers: the session started here
         log.close()
@@ -73,10 +75,36 @@ def make_run(fresh_clone: Path, tmp_path: Path) -> Iterator[tuple[Path, int]]:
         fail_on_survivors({"make run": survivors})
 
 
+def server_output(output: Path) -> list[str] | None:
+    """The lines make run printed before the server's first log line (a JSON object with an event), once
+    that line is there."""
+    lines = output.read_text(errors="replace").splitlines()
+    for index, line in enumerate(lines):
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and "event" in entry:
+                return lines[:index]
+    return None
+
+
 @pytest.mark.cicap
-def test_make_run_on_a_fresh_clone_serves_with_embedded_redis(make_run: tuple[Path, int]) -> None:
+def test_make_run_on_a_fresh_clone_serves_with_embedded_redis(make_run: tuple[Path, int, Path]) -> None:
     client = require_program("c-icap-client")
-    clone, port = make_run
+    clone, port, output = make_run
+
+    # A quiet start: a few lines (where it listens, the store, the squid.conf lines), then the server's own
+    # log; pip's and the compiler's output went to the install log instead.
+    wait_until(lambda: server_output(output) is not None, timeout=10, what="the server's first line in make's output")
+    lines = server_output(output) or []
+    assert len(lines) <= MOST_LINES_BEFORE_THE_SERVER, f"{len(lines)} lines:\n" + "\n".join(lines[:40])
+    banner = "\n".join(lines)
+    assert f"127.0.0.1:{port}" in banner and "embedded Redis in ./var" in banner, banner
+    icap_service = [line.strip() for line in lines if "icap_service " in line]
+    assert icap_service == [f"icap_service clearance_req reqmod_precache icap://127.0.0.1:{port}/reqmod bypass=off"]
+    assert "icap_enable on" in banner and "adaptation_access clearance_req allow all" in banner, banner
+    install_log = clone / ".venv" / "install.log"
+    assert ".venv/install.log" in banner, banner
+    assert "Successfully installed" in install_log.read_text(), install_log
 
     def icap(*args: str) -> str:
         result = subprocess.run(

@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="ICAP web-content filter: restricted categories pass only with a department head's approval.",
     )
     parser.add_argument("--version", action="version", version=f"clearance {__version__}")
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $CLEARANCE_CONFIG, ./config.yaml)")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $CLEARANCE_CONFIG, ./config.yaml, /etc/clearance/config.yaml)",
+    )
     parser.add_argument("--redis", metavar="URL", help="Redis URL (default: $CLEARANCE_REDIS_URL, redis.url, embedded)")
     parser.add_argument(
         "--actor",

@@ -49,6 +49,7 @@ from icap_server.config.types import (
 )
 
 DEFAULT_CONFIG_NAME = "config.yaml"
+SYSTEM_CONFIG = Path("/etc/clearance/config.yaml")  # where a packaged install keeps its config
 
 
 class OrganisationConfig(Section, frozen=True):
@@ -234,11 +235,18 @@ def _check_network(value: str, key: str) -> None:
         raise Invalid(f"not a network in CIDR form, got {value!r}", key) from None
 
 
-def load_config(path: str | os.PathLike[str] | None = None, redis_url: str | None = None) -> Config:
-    """The config from `path`, else $CLEARANCE_CONFIG, else ./config.yaml if present, else defaults."""
+def find_config(path: str | os.PathLike[str] | None = None) -> str | os.PathLike[str] | None:
+    """Which config file: `path` (--config), else $CLEARANCE_CONFIG, else ./config.yaml, else the system-wide
+    /etc/clearance/config.yaml (a packaged install's), whichever is first; None: the built-in defaults."""
     chosen = path or os.environ.get("CLEARANCE_CONFIG")
-    if chosen is None and Path(DEFAULT_CONFIG_NAME).is_file():
-        chosen = DEFAULT_CONFIG_NAME
+    if chosen is None:
+        chosen = next((str(found) for found in (Path(DEFAULT_CONFIG_NAME), SYSTEM_CONFIG) if found.is_file()), None)
+    return chosen
+
+
+def load_config(path: str | os.PathLike[str] | None = None, redis_url: str | None = None) -> Config:
+    """The config from the file `find_config` chooses, else the defaults."""
+    chosen = find_config(path)
     source = "built-in defaults" if chosen is None else str(chosen)
     data = {} if chosen is None else _read(Path(chosen), source)
     try:

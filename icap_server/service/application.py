@@ -212,10 +212,11 @@ class Application:
     def echo_head(self, request: ICAPRequest, verdict: Verdict) -> Response:
         """The head of a streamed echo: the client's request, or the tenant-restricted one."""
         tag = responses.istag(verdict.version)
+        fields = responses.decision_fields(verdict.decision, verdict.reference)
         if self.modifies(verdict):
             assert request.http_request is not None
-            return responses.modified_request(tag, request.http_request.raw, self._injection(verdict), None)
-        return responses.echo_head(tag, request)
+            return responses.modified_request(tag, request.http_request.raw, self._injection(verdict), None, fields)
+        return responses.echo_head(tag, request, fields)
 
     def respond(
         self, request: ICAPRequest, verdict: Verdict, can_send_204: bool, body: bytes | None, now: datetime
@@ -229,7 +230,10 @@ class Application:
             return responses.options(tag, methods, server.max_connections, server.options_ttl)
         http = request.http_request
         if request.method == "RESPMOD" or http is None:  # passed: RESPMOD is never judged
-            return responses.no_content(tag) if can_send_204 else responses.unmodified(tag, request, body)
+            fields = responses.decision_fields(verdict.decision, None)
+            if can_send_204:
+                return responses.no_content(tag, fields)
+            return responses.unmodified(tag, request, body, fields)
         asked = Asked(http.method, http.target, http.headers.get("Accept"), http.headers.get("Accept-Language"))
         return self.answer(asked, http.raw, verdict, can_send_204, body if request.has_body else None, now)
 
@@ -245,14 +249,15 @@ class Application:
         self, asked: Asked, http_head: bytes, verdict: Verdict, can_send_204: bool, body: bytes | None, now: datetime
     ) -> Response:
         """The answer to a judged REQMOD: the block page, the tenant-restricted request, 204, or the echo."""
-        tag = responses.istag(verdict.version)
         if verdict.blocked:
             return self.block_page(asked, verdict, now)
+        tag = responses.istag(verdict.version)
+        fields = responses.decision_fields(verdict.decision, verdict.reference)
         if self.modifies(verdict):
-            return responses.modified_request(tag, http_head, self._injection(verdict), body)
+            return responses.modified_request(tag, http_head, self._injection(verdict), body, fields)
         if can_send_204:
-            return responses.no_content(tag)
-        return responses.unmodified_request(tag, http_head, body)
+            return responses.no_content(tag, fields)
+        return responses.unmodified_request(tag, http_head, body, fields)
 
     def block_page(self, asked: Asked, verdict: Verdict, now: datetime) -> Response:
         """The HTTP 403 for a block: HTML, JSON or plain text (Accept), English or Chinese (Accept-Language)."""
@@ -272,9 +277,9 @@ class Application:
         fmt = choose_format(asked.accept)
         language = choose_language(asked.accept_language, self.config.blockpages.default_language)
         page = self.pages.render(facts, fmt, language, self.request_form(verdict, now))
-        return responses.http_forbidden(
-            responses.istag(verdict.version), page.body, page.content_type, verdict.reference, page.headers
-        )
+        fields = responses.decision_fields(decision, verdict.reference)
+        tag = responses.istag(verdict.version)
+        return responses.http_forbidden(tag, page.body, page.content_type, verdict.reference, page.headers, fields)
 
     def request_form(self, verdict: Verdict, now: datetime) -> RequestForm | None:
         """The "Request access" form, when a portal is set up and a request could lift this block."""

@@ -9,7 +9,10 @@ from email.utils import formatdate
 
 from icap_server import __version__
 from icap_server.protocol import ICAPRequest, Response, build_http_response_head
+from policy.decision import Decision
 from policy.tenants import Injection
+
+Fields = tuple[tuple[str, str], ...]
 
 SERVER = f"Clearance/{__version__}"
 
@@ -41,6 +44,26 @@ def base_headers(tag: str) -> tuple[tuple[str, str], ...]:
     return (("ISTag", tag), ("Date", _dates.now()), ("Server", SERVER))
 
 
+_decision_fields: dict[tuple[object, ...], Fields] = {}
+
+
+def decision_fields(decision: Decision | None, reference: str | None) -> Fields:
+    """What Clearance decided, as ICAP response headers Squid can log (`%{X-Clearance-Decision}adapt::<last_h`):
+    the action, the reason, the category, the catalogue service and the tenant vendor when there is one, and a
+    block's reference (the one on the page and in Clearance's own access log)."""
+    if decision is None:
+        return ()
+    key = (decision.action, decision.reason, decision.category, decision.service, decision.tenant)
+    found = _decision_fields.get(key)
+    if found is None:
+        named = zip(("Decision", "Reason", "Category", "Service", "Tenant"), key, strict=True)
+        found = tuple((f"X-Clearance-{name}", str(value)) for name, value in named if value is not None)
+        if len(_decision_fields) >= 4096:
+            _decision_fields.clear()
+        _decision_fields[key] = found
+    return found if reference is None else (*found, ("X-Clearance-Reference", reference))
+
+
 def options(tag: str, methods: str, max_connections: int, options_ttl: int) -> Response:
     headers = [
         ("Methods", methods),
@@ -55,36 +78,38 @@ def options(tag: str, methods: str, max_connections: int, options_ttl: int) -> R
     return Response(200, tuple(headers))
 
 
-_no_content: dict[tuple[str, str], Response] = {}
+_no_content: dict[tuple[str, str, Fields], Response] = {}
 
 
-def no_content(tag: str) -> Response:
-    """The most common answer by far: the same value for every request in the same second."""
-    key = (tag, _dates.now())
+def no_content(tag: str, fields: Fields = ()) -> Response:
+    """The most common answer by far: the same value for every request with the same decision in the same second."""
+    key = (tag, _dates.now(), fields)
     found = _no_content.get(key)
     if found is None:
-        _no_content.clear()
-        found = _no_content[key] = Response(204, base_headers(tag))
+        if len(_no_content) >= 256 or (_no_content and next(iter(_no_content))[1] != key[1]):
+            _no_content.clear()
+        found = _no_content[key] = Response(204, (*base_headers(tag), *fields))
     return found
 
 
-def unmodified(tag: str, request: ICAPRequest, body: bytes | None) -> Response:
+def unmodified(tag: str, request: ICAPRequest, body: bytes | None, fields: Fields = ()) -> Response:
     """Pass a message on unchanged when 204 is not allowed: a 200 echoing it in full."""
     if request.http_response is not None:
-        return Response(200, base_headers(tag), http_response_head=request.http_response.raw, body=body)
+        headers = (*base_headers(tag), *fields)
+        return Response(200, headers, http_response_head=request.http_response.raw, body=body)
     assert request.http_request is not None
-    return unmodified_request(tag, request.http_request.raw, body)
+    return unmodified_request(tag, request.http_request.raw, body, fields)
 
 
-def unmodified_request(tag: str, http_head: bytes, body: bytes | None) -> Response:
+def unmodified_request(tag: str, http_head: bytes, body: bytes | None, fields: Fields = ()) -> Response:
     """A REQMOD passed unchanged without 204: its HTTP request head (and body) echoed."""
-    return Response(200, base_headers(tag), http_request_head=http_head, body=body)
+    return Response(200, (*base_headers(tag), *fields), http_request_head=http_head, body=body)
 
 
-def echo_head(tag: str, request: ICAPRequest) -> Response:
+def echo_head(tag: str, request: ICAPRequest, fields: Fields = ()) -> Response:
     """The head of an echo whose body is streamed as it arrives (`ICAPConnection.send_head`): a body of any
     size passes through in bounded memory."""
-    return unmodified(tag, request, None)
+    return unmodified(tag, request, None, fields)
 
 
 def error(tag: str, status: int) -> Response:
@@ -92,7 +117,12 @@ def error(tag: str, status: int) -> Response:
 
 
 def http_forbidden(
-    tag: str, body: bytes, content_type: str, reference: str, headers: Sequence[tuple[str, str]] = ()
+    tag: str,
+    body: bytes,
+    content_type: str,
+    reference: str,
+    headers: Sequence[tuple[str, str]] = (),
+    fields: Fields = (),
 ) -> Response:
     """A block: ICAP 200 carrying an HTTP 403 (an ICAP 4xx would make Squid treat the service as failed).
 
@@ -111,17 +141,20 @@ def http_forbidden(
             ("X-Clearance-Reference", reference),
         ],
     )
-    return Response(200, base_headers(tag), http_response_head=http_head, body=body)
+    return Response(200, (*base_headers(tag), *fields), http_response_head=http_head, body=body)
 
 
-def modified_request(tag: str, http_head: bytes, injection: Injection, body: bytes | None) -> Response:
+def modified_request(
+    tag: str, http_head: bytes, injection: Injection, body: bytes | None, fields: Fields = ()
+) -> Response:
     """A tenant-restricted pass: ICAP 200 carrying the request with the vendor's headers (RFC 3507 4.8.2).
 
     Every copy the client sent of any of the vendor's headers goes, whatever its case, then the vendor's
     headers (serialised once per policy, `Injection.lines`) go last. `body` is echoed as it came (None: a
     null body, or one streamed after this head, see `echo_head`).
     """
-    return Response(200, base_headers(tag), http_request_head=restricted_head(http_head, injection), body=body)
+    head = restricted_head(http_head, injection)
+    return Response(200, (*base_headers(tag), *fields), http_request_head=head, body=body)
 
 
 _strippers: dict[frozenset[str], re.Pattern[bytes]] = {}

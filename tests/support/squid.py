@@ -66,6 +66,15 @@ class CurlResult:
         return self.body.decode("utf-8", errors="replace")
 
 
+# The `logformat` README.md gives operators: Squid's native fields, then Clearance's decision for the request.
+CLEARANCE_LOGFORMAT = (
+    "%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt "
+    "%{X-Clearance-Decision}adapt::<last_h %{X-Clearance-Reason}adapt::<last_h "
+    "%{X-Clearance-Category}adapt::<last_h %{X-Clearance-Service}adapt::<last_h "
+    "%{X-Clearance-Reference}adapt::<last_h"
+)
+
+
 def _parse_last_header_block(raw: str) -> dict[str, str]:
     blocks = [block for block in re.split(r"\r?\n\r?\n", raw) if block.strip()]
     if not blocks:
@@ -168,7 +177,9 @@ class SquidProxy:
             "visible_hostname clearance-test",
             f"pid_filename {self.pid_path}",
             f"cache_log {w / 'cache.log'}",
-            f"access_log stdio:{w / 'access.log'}",
+            # The README's logformat: Squid's usual fields, then what Clearance decided (its ICAP answer's headers).
+            f"logformat clearance {CLEARANCE_LOGFORMAT}",
+            f"access_log stdio:{w / 'access.log'} clearance",
             "cache_store_log none",
             "logfile_rotate 0",
             f"coredump_dir {w}",
