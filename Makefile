@@ -26,7 +26,7 @@ $(BIN)/.installed: pyproject.toml setup.py icap_server/protocol/_speedups.c
 	  else echo "no C compiler or Python headers (sudo apt-get install gcc python3-dev): the pure-Python quick scan will answer" >&2; fi; }
 	@$(LOGGED); logged $(PYTHON) -m venv $(VENV)
 	@$(LOGGED); logged $(BIN)/pip install --upgrade pip
-	@$(LOGGED); logged $(BIN)/pip install -e '.[fast,test]'
+	@$(LOGGED); logged $(BIN)/pip install -e '.[fast,embedded,test]'
 	@touch $@
 
 # Start the filter on 127.0.0.1:1344 (server.listen) with the embedded Redis (./var) and the default category lists,

