@@ -190,6 +190,7 @@ class SmtpConfig(Section, frozen=True):
 class LoggingConfig(Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+    file: str = ""  # serve's lines (access and events) appended here, reopened on SIGUSR1; "": stdout
 
 
 class Config(Section, frozen=True):
@@ -296,12 +297,18 @@ def _convert(data: dict[str, Any], source: str) -> Config:
 
 
 def _relative_to(config: Config, directory: Path) -> Config:
-    """Block-page files named relative to the config file are found there, whatever the working directory."""
+    """Files named relative to the config file (block-page templates and logo, the log file) are found there,
+    whatever the working directory."""
     pages = config.blockpages
     template_dir, logo = (
         value if value is None or Path(value).is_absolute() else str(directory / value)
         for value in (pages.template_dir, pages.logo)
     )
+    log_file = config.logging.file
+    if log_file and not Path(log_file).is_absolute():
+        config = msgspec.structs.replace(
+            config, logging=msgspec.structs.replace(config.logging, file=str(directory / log_file))
+        )
     if (template_dir, logo) == (pages.template_dir, pages.logo):
         return config
     return msgspec.structs.replace(

@@ -11,6 +11,7 @@ Warnings that hostile input can cause once per message go through `RateLimitedWa
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -69,6 +70,39 @@ class LineBuffer:
 
 
 _buffers: list[LineBuffer] = []
+
+
+class LogFile:
+    """`logging.file`: the process's stdout and stderr (fds 1 and 2) pointed at a file opened for appending.
+
+    Every writer — buffered lines, structlog, a traceback — writes to fd 1 or 2, so pointing those at the file
+    (dup2) moves them all at once, and `reopen` after a rotation swaps the file under them without touching a
+    logger: no line is lost or written twice, and nothing needs reconfiguring. Each process reopens for itself
+    (a forked worker has its own fd table); the supervisor passes SIGUSR1 on. Lines from several processes
+    never interleave: each write is whole lines of at most 4 KiB to a file opened with O_APPEND.
+    """
+
+    path: str = ""
+
+    @classmethod
+    def attach(cls, path: str) -> None:
+        """Point fds 1 and 2 at `path` (created 0640 if missing); OSError if it cannot be opened."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+        finally:
+            os.close(fd)
+        cls.path = path
+
+    @classmethod
+    def reopen(cls, *_signal: object) -> None:
+        """SIGUSR1: the same path opened again (after logrotate moved the old file); no file set: nothing."""
+        if cls.path:
+            with contextlib.suppress(OSError):  # cannot reopen: keep writing to the file we have
+                cls.attach(cls.path)
 
 
 def flush_logs() -> None:

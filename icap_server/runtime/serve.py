@@ -15,12 +15,13 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 
 import structlog
 
 from icap_server.config import Config
 from icap_server.runtime.companion import Companion, InlineCompanion
-from icap_server.runtime.logs import configure_logging, flush_logs
+from icap_server.runtime.logs import LogFile, configure_logging, flush_logs
 from icap_server.runtime.reload import WorkerReload, reread_config
 from icap_server.runtime.server import ICAPServer
 from icap_server.runtime.signals import Reload, reload_on_hangup
@@ -47,6 +48,13 @@ def run_server(
     its socket here, first.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # pending, not fatal, until a handler is in
+    if config.logging.file:
+        try:
+            LogFile.attach(config.logging.file)
+        except OSError as error:
+            print(f"clearance: logging.file {config.logging.file}: cannot open: {error.strerror}", file=sys.stderr)
+            return 2
+    signal.signal(signal.SIGUSR1, LogFile.reopen)  # logrotate's signal; forked processes inherit it
     asyncio.run(_prepare_store(config, redis_url))
     count = workers or os.cpu_count() or 1
     if companion is not None:

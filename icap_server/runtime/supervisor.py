@@ -33,6 +33,7 @@ from types import FrameType
 
 import structlog
 
+from icap_server.runtime.logs import LogFile
 from icap_server.runtime.signals import die_with_parent
 
 log = structlog.get_logger("clearance.supervisor")
@@ -53,6 +54,7 @@ def _child_entry(run: Callable[[], int], parent: int) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # not the supervisor's handler; still blocked
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, LogFile.reopen)  # its own log file again; never the default (death)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     raise SystemExit(run())
 
@@ -118,6 +120,11 @@ class Supervisor:
 
     def _on_hangup(self, _signum: int, _frame: FrameType | None) -> None:
         self.reload_requested = True  # done by the main loop, not inside a signal handler
+
+    def _on_reopen(self, _signum: int, _frame: FrameType | None) -> None:
+        """SIGUSR1 (after logrotate): reopen the log file here, and have every worker and the portal do so."""
+        LogFile.reopen()
+        self._signal_all(signal.SIGUSR1)
 
     def _reload(self) -> None:
         """SIGHUP: check the settings once, then every worker reloads and the portal's process is replaced."""
@@ -191,6 +198,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_hangup)
+        signal.signal(signal.SIGUSR1, self._on_reopen)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked since start-up (serve.py)
         for index in range(self.count):
             if not self.stopping:
