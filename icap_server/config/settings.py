@@ -95,6 +95,17 @@ class ServerConfig(Section, frozen=True):
         _check_listen(self.listen, "listen")
 
 
+class MetricsConfig(Section, frozen=True):
+    """The admin HTTP listener: Prometheus `/metrics`, `/healthz` and `/readyz` ("" = off)."""
+
+    listen: str = ""
+    ready_max_age_seconds: Seconds = 30.0  # /readyz fails when a worker has not heard from the store for longer
+
+    def __post_init__(self) -> None:
+        if self.listen:
+            _check_listen(self.listen, "listen")
+
+
 class RedisConfig(Section, frozen=True):
     url: RedisUrl | None = None
     url_file: str | None = None  # a file holding the URL (and its password), read when no URL is given
@@ -207,6 +218,7 @@ class Config(Section, frozen=True):
     portal: PortalConfig = msgspec.field(default_factory=PortalConfig)
     smtp: SmtpConfig = msgspec.field(default_factory=SmtpConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     # `import` is a Python keyword: the YAML key is `import`, the attribute `import_`.
     import_: ImportConfig = msgspec.field(default_factory=ImportConfig, name="import")
     tenant_restrictions: TenantRestrictionsConfig = msgspec.field(default_factory=TenantRestrictionsConfig)

@@ -27,7 +27,7 @@ from policy.store import PolicyStore, StoreUnavailable
 
 log = structlog.get_logger("clearance")
 # Keys a running process cannot change under itself; a whole section where all of it is like that.
-RESTART_ONLY = ("server.listen", "server.workers", "redis", "portal.listen", "logging")
+RESTART_ONLY = ("server.listen", "server.workers", "redis", "portal.listen", "logging", "metrics")
 
 
 def _setting(config: Config, key: str) -> Any:

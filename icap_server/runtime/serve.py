@@ -19,9 +19,10 @@ import sys
 
 import structlog
 
-from icap_server.config import Config
+from icap_server.config import Config, parse_listen
 from icap_server.runtime.companion import Companion, InlineCompanion
 from icap_server.runtime.logs import LogFile, configure_logging, flush_logs
+from icap_server.runtime.metrics import MULTIPROC_ENV, MetricsListener, WorkerMetrics, prepare_directory
 from icap_server.runtime.reload import WorkerReload, reread_config
 from icap_server.runtime.server import ICAPServer
 from icap_server.runtime.signals import Reload, reload_on_hangup
@@ -57,6 +58,34 @@ def run_server(
     signal.signal(signal.SIGUSR1, LogFile.reopen)  # logrotate's signal; forked processes inherit it
     asyncio.run(_prepare_store(config, redis_url))
     count = workers or os.cpu_count() or 1
+    try:
+        metrics = start_metrics(config, count)
+    except OSError as error:
+        log.error("cannot_listen", address=config.metrics.listen, error=error.strerror, service="metrics")
+        return 1
+    try:
+        return _run_processes(config, redis_url, host, port, count, companion)
+    finally:
+        if metrics is not None:
+            metrics.stop()
+
+
+def start_metrics(config: Config, workers: int) -> MetricsListener | None:
+    """The admin HTTP listener (`metrics.listen`), its shared directory named before any worker starts."""
+    if not config.metrics.listen:
+        return None
+    prepare_directory()
+    metrics_host, metrics_port = parse_listen(config.metrics.listen)
+    listener = MetricsListener(metrics_host, metrics_port, workers, config.metrics.ready_max_age_seconds)
+    listener.start()
+    log.info("metrics_listening", address=config.metrics.listen)
+    return listener
+
+
+def _run_processes(
+    config: Config, redis_url: str, host: str, port: int, count: int, companion: Companion | None
+) -> int:
+    """One worker in this process, or the supervisor and `count` workers (with the companion's process)."""
     if companion is not None:
         try:
             companion.bind()
@@ -221,7 +250,7 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hangup.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # held since start-up (serve.py): done now
-    server = ICAPServer(app)
+    server = ICAPServer(app, metrics=WorkerMetrics() if os.environ.get(MULTIPROC_ENV) else None)
     await server.start(host, port, reuse_port)
     quick = server.quick.name if server.quick is not None else "off"  # the C scan, its Python twin, or none
     icap_log.info("listening", address=f"{host}:{port}", policy_version=app.policy.version, quick_scan=quick)

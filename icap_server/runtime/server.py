@@ -31,6 +31,7 @@ from icap_server.protocol import (
     quick_scan,
 )
 from icap_server.runtime.logs import FLUSH_INTERVAL, RateLimitedWarnings, access_log, flush_logs
+from icap_server.runtime.metrics import PolicyView, WorkerMetrics
 from icap_server.runtime.signals import STOP_QUIET, accept_backlog, unread_bytes
 from icap_server.service import responses
 from icap_server.service.application import Application, Verdict
@@ -152,6 +153,8 @@ class ICAPProtocol(asyncio.Protocol):
                 event = conn.next_event()
             except RemoteProtocolError as problem:
                 self.server.warnings.warning("icap_protocol_error", status=problem.status, error=problem.message)
+                if self.server.metrics is not None:
+                    self.server.metrics.protocol_error()
                 self._fail(problem.status)
                 return
             kind = type(event)
@@ -272,18 +275,21 @@ class ICAPProtocol(asyncio.Protocol):
         self.txn = None
         self._log(txn.request.method, txn.request.service, status, txn.started, txn.verdict)
 
-    @staticmethod
-    def _log(method: str, service: str, status: int, started: float, verdict: Verdict) -> None:
+    def _log(self, method: str, service: str, status: int, started: float, verdict: Verdict) -> None:
+        seconds = time.perf_counter() - started
         access_log.info(
             "icap",
             {
                 "method": method,
                 "service": service,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": round(seconds * 1000, 3),
                 **verdict.log_fields(),
             },
         )
+        metrics = self.server.metrics
+        if metrics is not None:
+            metrics.transaction(method, status, verdict.decision, seconds)
 
     def _fail(self, status: int, why: str | None = None) -> None:
         """An error answer at any point, then close (only close, once a streamed answer has begun)."""
@@ -339,8 +345,9 @@ class ICAPServer:
     being written) does the new one get 503.
     """
 
-    def __init__(self, app: Application, quick: bool = True) -> None:
+    def __init__(self, app: Application, quick: bool = True, metrics: WorkerMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics  # counts for /metrics (runtime.metrics), None when metrics.listen is off
         self.settings = app.config.server
         # The quick scan for Squid's common messages (None: every message through the reference parser).
         self.quick = quick_scan(app.config.identity.username_header) if quick else None
@@ -394,6 +401,9 @@ class ICAPServer:
             await asyncio.sleep(FLUSH_INTERVAL)
             self.warnings.tick()
             flush_logs()
+            if self.metrics is not None:
+                policy = self.app.policy
+                self.metrics.flush(len(self.connections), policy if isinstance(policy, PolicyView) else None)
 
     async def stop(self, grace: float = 10.0, quiet: float = STOP_QUIET) -> None:
         """Stop accepting, answer every request received, close each connection after its answer (`grace` s).

@@ -34,6 +34,7 @@ from types import FrameType
 import structlog
 
 from icap_server.runtime.logs import LogFile
+from icap_server.runtime.metrics import process_dead
 from icap_server.runtime.signals import die_with_parent
 
 log = structlog.get_logger("clearance.supervisor")
@@ -174,6 +175,8 @@ class Supervisor:
                 continue
             process.join()
             del self.workers[index]
+            if process.pid is not None:
+                process_dead(process.pid)  # its live gauges stop counting
             if self.stopping:
                 continue
             log.error(

@@ -100,6 +100,7 @@ class PolicySync:
         self._state: PolicyState | None = None
         self.loaded = asyncio.Event()  # set at the first successful load (serve may wait for it)
         self.resyncs = 0
+        self.heard_at: float | None = None  # Unix time of the last word from the store (a load, a check, a change)
         self.holding: str | None = None  # why the last-known-good policy is kept instead of the store's
         self._held_logged = 0.0
         self._lagging_since: float | None = None
@@ -154,6 +155,7 @@ class PolicySync:
         self._lagging_since = None
         self.holding = None
         self.resyncs += 1
+        self.heard_at = time.time()
         self.loaded.set()
         log.info(
             "policy_loaded",
@@ -260,6 +262,8 @@ class PolicySync:
             await self.resync(f"looking again ({self.holding})")
             return
         epoch, current = await self.store.identity()
+        if self._state is not None:
+            self.heard_at = time.time()
         problem = _reset_problem(self._state, epoch, current)
         if problem is not None:
             deliberate = epoch is not None and epoch.deliberate
