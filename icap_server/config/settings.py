@@ -90,9 +90,15 @@ class ServerConfig(Section, frozen=True):
     max_connections: Positive = 1000
     options_ttl: Positive = 300
     startup_timeout: Seconds = 60.0
+    # ICAPS (ICAP over TLS): both set, the listener speaks TLS with this certificate chain and key (PEM files,
+    # relative to the config file); both empty, plain ICAP (the default, for a Squid on the same machine).
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def __post_init__(self) -> None:
         _check_listen(self.listen, "listen")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise Invalid("set both tls_cert and tls_key, or neither", "tls_key" if self.tls_cert else "tls_cert")
 
 
 class MetricsConfig(Section, frozen=True):
@@ -316,6 +322,10 @@ def _relative_to(config: Config, directory: Path) -> Config:
         value if value is None or Path(value).is_absolute() else str(directory / value)
         for value in (pages.template_dir, pages.logo)
     )
+    server = config.server
+    if server.tls_cert:  # both or neither (ServerConfig); an absolute path stays as it is
+        tls = {"tls_cert": str(directory / server.tls_cert), "tls_key": str(directory / server.tls_key)}
+        config = msgspec.structs.replace(config, server=msgspec.structs.replace(server, **tls))
     log_file = config.logging.file
     if log_file and not Path(log_file).is_absolute():
         config = msgspec.structs.replace(

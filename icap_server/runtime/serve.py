@@ -15,11 +15,12 @@ import contextlib
 import gc
 import os
 import signal
+import ssl
 import sys
 
 import structlog
 
-from icap_server.config import Config, parse_listen
+from icap_server.config import Config, ServerConfig, parse_listen
 from icap_server.runtime.companion import Companion, InlineCompanion
 from icap_server.runtime.logs import LogFile, configure_logging, flush_logs
 from icap_server.runtime.metrics import MULTIPROC_ENV, MetricsListener, WorkerMetrics, prepare_directory
@@ -56,6 +57,12 @@ def run_server(
             print(f"clearance: logging.file {config.logging.file}: cannot open: {error.strerror}", file=sys.stderr)
             return 2
     signal.signal(signal.SIGUSR1, LogFile.reopen)  # logrotate's signal; forked processes inherit it
+    try:
+        tls_context(config.server)  # a certificate or key that cannot be loaded stops here, not in every worker
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or str(error)
+        print(f"clearance: server.tls_cert / tls_key: cannot load {config.server.tls_cert}: {reason}", file=sys.stderr)
+        return 2
     asyncio.run(_prepare_store(config, redis_url))
     count = workers or os.cpu_count() or 1
     try:
@@ -251,9 +258,12 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, hangup.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # held since start-up (serve.py): done now
     server = ICAPServer(app, metrics=WorkerMetrics() if os.environ.get(MULTIPROC_ENV) else None)
-    await server.start(host, port, reuse_port)
+    await server.start(host, port, reuse_port, tls_context(app.config.server))
     quick = server.quick.name if server.quick is not None else "off"  # the C scan, its Python twin, or none
-    icap_log.info("listening", address=f"{host}:{port}", policy_version=app.policy.version, quick_scan=quick)
+    scheme = "icaps" if app.config.server.tls_cert else "icap"
+    icap_log.info(
+        "listening", address=f"{host}:{port}", scheme=scheme, policy_version=app.policy.version, quick_scan=quick
+    )
     reloading = asyncio.create_task(reload_on_hangup(server, hangup, reload))
     if ready is not None:
         ready.set()
@@ -263,3 +273,13 @@ async def serve(
     await server.stop()
     icap_log.info("stopped")
     flush_logs()
+
+
+def tls_context(settings: ServerConfig) -> ssl.SSLContext | None:
+    """ICAPS: a server context from `server.tls_cert` / `tls_key` (TLS 1.2 and later); None for plain ICAP."""
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context

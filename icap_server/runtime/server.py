@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -378,11 +379,12 @@ class ICAPServer:
         victim.evict()
         return True
 
-    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+    async def start(self, host: str, port: int, reuse_port: bool = False, tls: ssl.SSLContext | None = None) -> None:
+        """Listen (`tls`: ICAPS, TLS around each connection; the protocol sees the same bytes)."""
         raise_file_limit(self.settings.max_connections + FILE_LIMIT_MARGIN)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: ICAPProtocol(self), host, port, reuse_port=reuse_port or None, backlog=1024
+            lambda: ICAPProtocol(self), host, port, reuse_port=reuse_port or None, backlog=1024, ssl=tls
         )
         self._sweeper = asyncio.create_task(self._sweep_forever())
         self._flusher = asyncio.create_task(self._flush_logs_forever())
