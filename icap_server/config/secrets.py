@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -62,8 +62,19 @@ def read_secret(name: str, directory: Path, key: str) -> str:
     return text
 
 
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
 def check_redis_url(url: str, where: str) -> None:
     """ValueError naming where the URL came from, unless redis-py can use it; its password is never shown."""
+    scheme = url.partition("://")[0].lower()
+    if scheme in SENTINEL_SCHEMES:
+        return check_sentinel_url(url, where)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        raise ConfigError(
+            f"{where}: Redis Cluster is not supported (the store's scripts and transactions span many keys); "
+            "use one Redis or Valkey, or Sentinel (redis+sentinel://)"
+        )
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -75,3 +86,21 @@ def check_redis_url(url: str, where: str) -> None:
         raise ConfigError(f"{where}: expected a redis://, rediss:// or unix:// URL, got {shown!r}")
     if parts.scheme == "unix" and not parts.path:
         raise ConfigError(f"{where}: a unix:// URL names the socket's path, got {shown!r}")
+
+
+def check_sentinel_url(url: str, where: str) -> None:
+    """`redis+sentinel://[[user]:password@]host:port,…/MASTER[/DB][?ssl=true&sentinel_password=…]`: the shape
+    `policy.store.sentinel.parse_sentinel_url` reads (repeated here: this package imports nothing of ours)."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    path = parts.path.strip("/").split("/") if parts.path.strip("/") else []
+    shown = f"{parts.scheme}://{'***@' if '@' in parts.netloc else ''}{hosts}{parts.path}"
+    for entry in hosts.split(","):
+        host, colon, port = entry.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{where}: expected each sentinel as host:port, got {entry!r} in {shown!r}")
+    if not path or not path[0] or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigError(f"{where}: a sentinel URL ends with /MASTER_NAME or /MASTER_NAME/DB, got {shown!r}")
+    unknown = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - {"ssl", "sentinel_password"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown sentinel URL option {unknown[0]!r} (known: sentinel_password, ssl)")

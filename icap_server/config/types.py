@@ -42,7 +42,11 @@ Sender = Annotated[str, wrong("expected an e-mail address", pattern="@")]
 HttpUrl = Annotated[str, wrong("expected an http:// or https:// URL", pattern=r"\Ahttps?://")]
 # An empty URL counts as none (as no `url:` does), so only a non-empty one must name a scheme.
 RedisUrl = Annotated[
-    str, wrong("expected a redis://, rediss:// or unix:// URL", pattern=r"\A(?:rediss?://|unix://|\Z)")
+    str,
+    wrong(
+        "expected a redis://, rediss:// or unix:// URL",  # or redis+sentinel:// (tests match this sentence)
+        pattern=r"\A(?:rediss?://|unix://|rediss?\+(?:sentinel|cluster)://|\Z)",  # cluster: refused by name
+    ),
 ]
 # Values that end up in the block page's CSS and links: only harmless shapes (no javascript: link, no CSS).
 Colour = Annotated[str, wrong("expected a colour as #rrggbb", pattern=r"\A#[0-9a-fA-F]{6}\Z")]

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import re
 import signal
 import ssl
 import sys
@@ -234,9 +235,11 @@ async def _warn_until_loaded(sync: PolicySync, after: float, redis_url: str) -> 
 
 
 def redact(url: str) -> str:
-    """A Redis URL without its password, for logs."""
+    """A Redis URL without its passwords, for logs: the user:password part, and a Sentinel URL's
+    `sentinel_password=` option."""
     scheme, sep, rest = url.partition("://")
     _credentials, at, location = rest.rpartition("@")
+    location = re.sub(r"(sentinel_password=)[^&]*", r"\1***", location)
     return f"{scheme}{sep}{'***@' if at else ''}{location}" if sep else url
 
 

@@ -38,14 +38,25 @@ import redis.asyncio as aioredis
 from policy.store.feed import FeedPart
 from policy.store.loading import LoadingPart
 from policy.store.reminders import RemindersPart
+from policy.store.sentinel import is_sentinel_url, sentinel_client
 
 
 class PolicyStore(LoadingPart, FeedPart, RemindersPart):
     """The policy in Redis: every read and write of it, and the feed of its changes."""
 
+    _sentinels: tuple[aioredis.Redis, ...] = ()
+
     @classmethod
     def from_url(cls, url: str, prefix: str = "clearance:") -> PolicyStore:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True), prefix)
+        """A store on `redis://`, `rediss://`, `unix://`, or the master Sentinel names (`policy.store.sentinel`)."""
+        if not is_sentinel_url(url):
+            return cls(aioredis.Redis.from_url(url, decode_responses=True), prefix)
+        master, sentinels = sentinel_client(url)
+        store = cls(master, prefix)
+        store._sentinels = sentinels
+        return store
 
     async def close(self) -> None:
         await self.client.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
