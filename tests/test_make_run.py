@@ -121,7 +121,8 @@ def test_make_run_on_a_fresh_clone_serves_with_embedded_redis(make_run: tuple[Pa
     executable = os.readlink(f"/proc/{pid}/exe")
     assert executable.startswith(str(clone / ".venv")), executable
     assert (clone / "var" / "redis.sock").exists()
-    wait_until(lambda: list((clone / "var").glob("appendonly.aof*")), timeout=5, what="the AOF file")
+    # Valkey (and Redis 7+) keep the append-only file in appendonlydir/.
+    wait_until(lambda: list((clone / "var").glob("appendonlydir/appendonly.aof*")), timeout=5, what="the AOF file")
 
     # Default lists were loaded on first start: webmail is blocked, an ordinary site passes.
     assert "此網站已被封鎖" in icap("-req", "http://mail.google.com/", "-x", "X-Client-Username: staff1")
