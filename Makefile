@@ -81,3 +81,20 @@ clean:
 .PHONY: bench
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# `make deb`: build/clearance_VERSION_ARCH.deb (dpkg-deb) with a virtualenv at /opt/clearance (Debian's python3,
+# the project's wheel with the fast and embedded extras), /usr/bin/clearance, the systemd unit, the config
+# /etc/clearance/config.yaml and a `clearance` system user (packaging/). The build's output goes to DEB_LOG;
+# the terminal gets the package's path, or on failure the log's last 30 lines.
+DEB_PYTHON ?= /usr/bin/python3
+DEB_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_FILE := build/clearance_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_LOG := build/deb.log
+
+.PHONY: deb
+deb:
+	@mkdir -p build && echo "building $(DEB_FILE) (a few minutes); full log: $(DEB_LOG)"
+	@sh packaging/build-deb.sh '$(DEB_VERSION)' '$(DEB_ARCH)' '$(DEB_PYTHON)' '$(DEB_FILE)' >$(DEB_LOG) 2>&1 || { \
+	  echo "make: failed: packaging/build-deb.sh; the last lines of $(DEB_LOG):" >&2; tail -n 30 $(DEB_LOG) >&2; exit 1; }
+	@echo $(DEB_FILE)
