@@ -22,7 +22,7 @@ import redis
 
 from tests.conftest import ServerHandle, StartServer, clearance_env
 from tests.support.cli_zygote import run_clearance
-from tests.support.icap_client import exchange, reqmod
+from tests.support.icap_client import verdict as icap_verdict
 from tests.support.net import free_port, wait_for_port
 from tests.support.redis_server import running_redis
 from tests.support.waiting import wait_until
@@ -49,14 +49,8 @@ def admin_config(tmp_path: Path) -> Path:
 
 
 def verdict(port: int, user: str, url: str = LISTED) -> str:
-    """"pass" (ICAP 204), "block" (an HTTP 403 inside ICAP 200), or the status line of anything else."""
-    (response,) = exchange(port, reqmod(url, user=user))
-    head = response.split(b"\r\n", 1)[0]
-    if head.startswith(b"ICAP/1.0 204 "):
-        return "pass"
-    if head == b"ICAP/1.0 200 OK" and b"\r\n\r\nHTTP/1.1 403 " in response:
-        return "block"
-    return head.decode(errors="replace")
+    """"pass", "block", or the status line of anything else (`icap_client.verdict`)."""
+    return icap_verdict(port, user, url)
 
 
 class Prober:

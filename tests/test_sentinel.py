@@ -26,7 +26,8 @@ from policy.store.errors import StoreUnavailable
 from policy.store.sentinel import SentinelUrl, parse_sentinel_url
 from tests.conftest import ServerHandle, StartServer, clearance_env
 from tests.support.cli_zygote import run_clearance
-from tests.support.icap_client import exchange, reqmod, wait_until_synced
+from tests.support.icap_client import verdict as icap_verdict
+from tests.support.icap_client import wait_until_synced
 from tests.support.net import free_port
 from tests.support.sentinel import MASTER_NAME, SentinelSetup, running_sentinels
 from tests.support.servers import fail_on_survivors
@@ -48,14 +49,8 @@ def grant(user: str) -> tuple[str, ...]:
 
 
 def verdict(port: int, user: str) -> str:
-    """The answer: "pass" (ICAP 204), "block" (an HTTP 403 inside ICAP 200), or the status line of anything else."""
-    (response,) = exchange(port, reqmod(URL, user=user))
-    head = response.split(b"\r\n", 1)[0]
-    if head.startswith(b"ICAP/1.0 204 "):
-        return "pass"
-    if head == b"ICAP/1.0 200 OK" and b"\r\n\r\nHTTP/1.1 403 " in response:
-        return "block"
-    return head.decode(errors="replace")
+    """The answer for URL: "pass", "block", or the status line of anything else (`icap_client.verdict`)."""
+    return icap_verdict(port, user, URL)
 
 
 class Prober:

@@ -153,3 +153,15 @@ def wait_until_synced(port: int, redis_url: str, timeout: float = 2.0, probes: i
             time.sleep(0.01)
     finally:
         client.close()
+
+
+def verdict(port: int, user: str, url: str) -> str:
+    """One REQMOD for `url` as `user` on a fresh connection: "pass" (ICAP 204), "block" (an HTTP 403 inside ICAP
+    200), or the status line of anything else."""
+    (response,) = exchange(port, reqmod(url, user=user))
+    head = response.split(b"\r\n", 1)[0]
+    if head.startswith(b"ICAP/1.0 204 "):
+        return "pass"
+    if head == b"ICAP/1.0 200 OK" and b"\r\n\r\nHTTP/1.1 403 " in response:
+        return "block"
+    return head.decode(errors="replace")
