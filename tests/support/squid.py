@@ -8,6 +8,11 @@ password, every request sent to `icap://127.0.0.1:{icap_port}/reqmod` (bypass=of
 is an HTTP error rather than a silent pass), and the given hostnames resolved to 127.0.0.1 through a
 generated hosts file (there is no DNS here; any other name fails after `dns_timeout`).
 
+With `backup_icap_ports`, each port gets an `icap_service` of its own (clearance_req, clearance_req_2, …, all
+bypass=off) and `adaptation_access` names `adaptation_service_set clearance_set` instead: Squid uses the first
+service and tries the next one when a transaction with it fails while the request is still intact; when all fail,
+the client gets an error (fail closed).
+
 Squid fetches the ICAP OPTIONS lazily, on the first request that needs the service, and when that
 OPTIONS fetch fails the service stays "down" for at least 30 s. So the ICAP server must be accepting
 connections before the first request: SquidProxy waits for the ICAP port before it starts Squid.
@@ -135,8 +140,10 @@ class SquidProxy:
         http_port_options: str = "",
         adaptation_rules: Sequence[str] = ("allow all",),
         start_timeout: float = 20.0,
+        backup_icap_ports: Sequence[int] = (),
     ) -> None:
         self.icap_port = icap_port
+        self.backup_icap_ports = list(backup_icap_ports)  # services of the adaptation_service_set after icap_port
         self.icap_host = icap_host
         self.hostnames = list(hostnames)
         self.workdir = Path(workdir).resolve()
@@ -206,9 +213,7 @@ class SquidProxy:
             f"icap_preview_size {self.preview_size}",
             "icap_service_failure_limit -1",
             "icap_service_revival_delay 30",
-            f"icap_service clearance_req reqmod_precache "
-            f"icap://{self.icap_host}:{self.icap_port}/reqmod bypass=off",
-            *(f"adaptation_access clearance_req {rule}" for rule in self.adaptation_rules),
+            *self._icap_service_lines(),
             # basic proxy auth: any user, any password; CONNECT allowed to any port
             f"auth_param basic program {self.auth_helper_path}",
             "auth_param basic children 5 startup=1 idle=1",
@@ -222,6 +227,29 @@ class SquidProxy:
             lines.insert(2, f"cache_effective_user {SQUID_USER}")
         lines.extend(self.extra_config)
         return "\n".join(lines) + "\n"
+
+    @property
+    def icap_ports(self) -> list[int]:
+        """Every ICAP port Squid uses, in the order it tries them."""
+        return [self.icap_port, *self.backup_icap_ports]
+
+    def _icap_service_lines(self) -> list[str]:
+        """One essential (bypass=off) REQMOD service per port; several make an adaptation_service_set.
+
+        All essential on purpose: with bypass=on on the first, Squid bypassed a killed instance instead of
+        trying the next, and blocked requests passed unfiltered (measured by tests/test_squid_failover.py's author).
+        """
+        names = ["clearance_req", *(f"clearance_req_{n}" for n in range(2, len(self.icap_ports) + 1))]
+        lines = [
+            f"icap_service {name} reqmod_precache icap://{self.icap_host}:{port}/reqmod bypass=off"
+            for name, port in zip(names, self.icap_ports, strict=True)
+        ]
+        target = "clearance_req"
+        if self.backup_icap_ports:
+            target = "clearance_set"
+            lines.append(f"adaptation_service_set {target} {' '.join(names)}")
+        lines.extend(f"adaptation_access {target} {rule}" for rule in self.adaptation_rules)
+        return lines
 
     def _write_files(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -259,13 +287,14 @@ class SquidProxy:
 
     def start(self) -> SquidProxy:
         self._squid = require_program("squid")
-        try:
-            wait_for_port(self.icap_port, host=self.icap_host, timeout=self.start_timeout)
-        except TimeoutError:
-            raise RuntimeError(
-                f"no ICAP server on {self.icap_host}:{self.icap_port}: start it before Squid "
-                "(Squid marks a service down for 30 s when its first OPTIONS fails)"
-            ) from None
+        for icap_port in self.icap_ports:
+            try:
+                wait_for_port(icap_port, host=self.icap_host, timeout=self.start_timeout)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"no ICAP server on {self.icap_host}:{icap_port}: start it before Squid "
+                    "(Squid marks a service down for 30 s when its first OPTIONS fails)"
+                ) from None
         for attempt in range(3):  # a free port can be taken between free_port() and Squid's bind
             self.port = free_port()
             self._write_files()
