@@ -16,7 +16,9 @@ import pytest
 
 from tests.conftest import CLI, StartServer
 from tests.support.icap_client import OPTIONS, read_response, reqmod
+from tests.support.origin import OriginServer
 from tests.support.requirements import require_program
+from tests.support.squid import SquidProxy
 
 
 def certificate(folder: Path) -> tuple[Path, Path]:
@@ -116,3 +118,28 @@ def test_one_of_the_pair_alone_is_refused(tmp_path: Path, keys: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert "set both tls_cert and tls_key" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.squid
+def test_a_real_squid_filters_through_icaps_with_tls_cafile(
+    start_icap_server: StartServer, cli: CLI, tmp_path: Path
+) -> None:
+    """Squid names the service `icaps://127.0.0.1:PORT/reqmod … tls-cafile=CA`: blocks and passes as over ICAP."""
+    require_program("squid")
+    require_program("curl")
+    cert, key = certificate(tmp_path)
+    cert.chmod(0o644)  # Squid, as its own user, reads the CA file
+    server = start_icap_server(tls_config(cert, key))
+    cli("categories", "add", "webmail", "mail.example")
+    hosts = ["mail.example", "news.example"]
+    with OriginServer() as origin, SquidProxy(server.port, hosts, tmp_path / "squid", icap_tls_cafile=cert) as squid:
+        assert "icaps://" in squid.conf_path.read_text(encoding="utf-8")
+        passed = squid.curl(f"http://news.example:{origin.port}/hello", user="alice")
+        assert passed.status == 200 and passed.text == f"origin-ok news.example:{origin.port} /hello", passed
+        blocked = squid.curl(f"http://mail.example:{origin.port}/inbox", user="alice")
+        for _ in range(50):  # the listing may still be on its way to the worker
+            if blocked.status == 403:
+                break
+            blocked = squid.curl(f"http://mail.example:{origin.port}/inbox", user="alice")
+        assert blocked.status == 403, blocked
+        assert "x-clearance-reference" in {name.lower() for name in blocked.headers}, blocked.headers

@@ -43,7 +43,9 @@ class QuickRequest(NamedTuple):
 
 Scanner = Callable[[bytes, bytes, int, int], "QuickRequest | None"]
 
-_REQUEST_LINE = re.compile(rb"(REQMOD|OPTIONS) icap://[A-Za-z0-9.\-]+(?::([0-9]{1,5}))?(/[A-Za-z0-9._~/\-]*) ICAP/1\.0")
+_REQUEST_LINE = re.compile(
+    rb"(REQMOD|OPTIONS) icaps?://[A-Za-z0-9.\-]+(?::([0-9]{1,5}))?(/[A-Za-z0-9._~/\-]*) ICAP/1\.0"
+)
 # A whole header block, each line CRLF-ended: `field-name ":" OWS field-value`, no control character but HTAB.
 _BLOCK = re.compile(rb"(?:[" + TCHAR.encode() + rb"]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
 _HTTP_LINE = re.compile(rb"(GET|HEAD|CONNECT) ([\x21-\x7e\x80-\xff]+) HTTP/[0-9]\.[0-9]")

@@ -114,7 +114,7 @@ static int starts(const unsigned char *p, const unsigned char *end, const char *
     return (size_t)(end - p) >= len && memcmp(p, text, len) == 0;
 }
 
-/* `(REQMOD|OPTIONS) icap://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*) ICAP/1.0` over [p, end) */
+/* `(REQMOD|OPTIONS) icaps?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*) ICAP/1.0` over [p, end) */
 static int request_line(const unsigned char *p, const unsigned char *end, int *options, const unsigned char **path,
                         Py_ssize_t *path_len) {
     if (starts(p, end, "REQMOD ")) {
@@ -126,8 +126,13 @@ static int request_line(const unsigned char *p, const unsigned char *end, int *o
     } else {
         return 0;
     }
-    if (!starts(p, end, "icap://")) return 0;
-    p += 7;
+    if (starts(p, end, "icap://")) {
+        p += 7;
+    } else if (starts(p, end, "icaps://")) { /* ICAP over TLS, as Squid names it */
+        p += 8;
+    } else {
+        return 0;
+    }
     const unsigned char *host = p;
     while (p < end && (is_alnum(*p) || *p == '.' || *p == '-')) p++;
     if (p == host) return 0;

@@ -383,6 +383,6 @@ def _parse_service_path(uri: str) -> str:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as error:
         raise RemoteProtocolError(400, f"malformed ICAP URI {uri[:80]!r}") from error
-    if parts.scheme.lower() != "icap" or not parts.hostname:
+    if parts.scheme.lower() not in ("icap", "icaps") or not parts.hostname:  # icaps: ICAP over TLS (Squid's name)
         raise RemoteProtocolError(400, f"malformed ICAP URI {uri[:80]!r}: expected icap://host[:port]/service")
     return parts.path or "/"

@@ -89,6 +89,8 @@ def seed_messages() -> list[bytes]:
         icap("OPTIONS", encapsulated=False),
         icap("OPTIONS", encapsulated="null-body=0"),
         icap("OPTIONS", "icap://127.0.0.1:1344/respmod", encapsulated=False),
+        icap("OPTIONS", "icaps://127.0.0.1:11344/reqmod", encapsulated=False),
+        icap(req_hdr=http_head("GET", "http://mail.google.com/"), uri="icaps://127.0.0.1:11344/reqmod"),
         icap(req_hdr=get, uri="icap://127.0.0.1:1344/nosuch"),  # read; the service answers 404
         icap("REQMOD", "icap://127.0.0.1:1344/respmod", req_hdr=get),  # read; 405
     ]

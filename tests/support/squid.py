@@ -141,10 +141,12 @@ class SquidProxy:
         adaptation_rules: Sequence[str] = ("allow all",),
         start_timeout: float = 20.0,
         backup_icap_ports: Sequence[int] = (),
+        icap_tls_cafile: Path | None = None,
     ) -> None:
         self.icap_port = icap_port
         self.backup_icap_ports = list(backup_icap_ports)  # services of the adaptation_service_set after icap_port
         self.icap_host = icap_host
+        self.icap_tls_cafile = icap_tls_cafile  # ICAPS: icaps:// services that trust this CA (tls-cafile=)
         self.hostnames = list(hostnames)
         self.workdir = Path(workdir).resolve()
         self.preview_size = preview_size
@@ -240,8 +242,9 @@ class SquidProxy:
         trying the next, and blocked requests passed unfiltered (measured by tests/test_squid_failover.py's author).
         """
         names = ["clearance_req", *(f"clearance_req_{n}" for n in range(2, len(self.icap_ports) + 1))]
+        scheme, tls = ("icaps", f" tls-cafile={self.icap_tls_cafile}") if self.icap_tls_cafile else ("icap", "")
         lines = [
-            f"icap_service {name} reqmod_precache icap://{self.icap_host}:{port}/reqmod bypass=off"
+            f"icap_service {name} reqmod_precache {scheme}://{self.icap_host}:{port}/reqmod bypass=off{tls}"
             for name, port in zip(names, self.icap_ports, strict=True)
         ]
         target = "clearance_req"
