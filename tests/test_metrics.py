@@ -10,12 +10,15 @@ import re
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import CLI, PROJECT_ROOT, StartServer
 from tests.support.icap_client import exchange, reqmod, wait_until_synced
 from tests.support.net import free_port, wait_for_port
 from tests.support.redis_server import running_redis
+from tests.support.smtp import Inbox, smtp_sink
 from tests.support.waiting import wait_until
+from tests.test_portal import Portal, start_portal  # noqa: F401 - start_portal is a fixture
 
 SAMPLE = re.compile(r"^clearance_icap_transactions_total\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
 
@@ -89,3 +92,24 @@ def test_readyz_fails_until_the_policy_is_loaded(start_icap_server: StartServer,
         wait_until(lambda: get(metrics_port, "/readyz")[0] == 200, timeout=15, interval=0.2, what="/readyz 200")
     # Redis gone again: after ready_max_age_seconds without a word from the store, not ready.
     wait_until(lambda: get(metrics_port, "/readyz")[0] == 503, timeout=15, interval=0.5, what="/readyz 503 again")
+
+
+def test_the_portal_counts_its_requests_and_mails(start_portal: Any) -> None:  # noqa: F811 - the fixture
+    """The portal's process (two ICAP workers: a process of its own) counts its answers by route and status,
+    and the mails it hands to the relay, into the same /metrics."""
+    metrics_port = free_port()
+    inbox = Inbox()
+    with smtp_sink(inbox) as smtp:
+        portal: Portal = start_portal(sections=smtp + f"metrics:\n  listen: 127.0.0.1:{metrics_port}\n")
+        wait_for_port(metrics_port)
+        assert portal.submit(portal.token()).status == 303  # a request: answered, and mailed to the heads
+        assert portal.get("/nothing-here").status == 404
+        wait_until(lambda: inbox.messages, timeout=10, what="the heads' mail")
+
+        def counted() -> str | None:
+            text = get(metrics_port, "/metrics")[1]
+            mailed = 'clearance_portal_mails_total{kind="request",sent="true"} 1.0' in text
+            return text if mailed and 'route="request",status="303"' in text else None
+
+        text = wait_until(counted, timeout=5, interval=0.2, what="the portal's counts")
+    assert re.search(r'clearance_portal_requests_total\{route="other",status="404"\} 1\.0', text), text

@@ -21,6 +21,7 @@ import structlog
 from blockpages.catalog import N_, category_title
 from icap_server.config import SmtpConfig
 from icap_server.portal.texts import bilingual
+from icap_server.runtime.metrics import count_mail
 from policy.directory import Directory
 from policy.requests import AccessRequest
 
@@ -173,6 +174,8 @@ async def send_mail(smtp: SmtpConfig, message: EmailMessage, requests: Sequence[
         )
     except (aiosmtplib.SMTPException, OSError) as error:
         log.error(f"{what}_mail_failed", requests=list(requests), relay=f"{smtp.host}:{smtp.port}", error=str(error))
+        count_mail(what, sent=False)
         return False
     log.info(f"{what}_mailed", requests=list(requests), to=message["To"])
+    count_mail(what, sent=True)
     return True

@@ -14,6 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request as HTTPRequest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from icap_server.runtime.metrics import count_portal_request
 from policy.requests import client_address, same_address
 from policy.tokens import RequestClaim, TokenError, verify
 
@@ -47,6 +48,7 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
+                count_portal_request(scope.get("path", ""), int(message.get("status", 0)))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

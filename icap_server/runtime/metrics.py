@@ -165,6 +165,42 @@ class WorkerMetrics:
                 self._loads = policy.resyncs
 
 
+# ---- the portal's counts (few: each is a shared value written at once) ------------------------------------
+
+PORTAL_ROUTES = frozenset({"request", "status", "heads", "report", "static"})
+_portal: dict[str, Any] = {}
+
+
+def _portal_counters() -> dict[str, Any] | None:
+    """The portal's counters, made on first use in the process that counts; None with metrics off."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return None
+    if not _portal:
+        from prometheus_client import Counter as PromCounter
+
+        _portal["requests"] = PromCounter(
+            "clearance_portal_requests", "portal HTTP requests answered", ("route", "status")
+        )
+        _portal["mails"] = PromCounter("clearance_portal_mails", "mails handed to the relay, or not", ("kind", "sent"))
+    return _portal
+
+
+def count_portal_request(path: str, status: int) -> None:
+    """One portal answer, by its route's first segment (a bounded set: anything else is "other")."""
+    counters = _portal_counters()
+    if counters is not None:
+        first = path.strip("/").split("/", 1)[0]
+        route = first if first in PORTAL_ROUTES else "root" if not first else "other"
+        counters["requests"].labels(route, str(status)).inc()
+
+
+def count_mail(kind: str, sent: bool) -> None:
+    """One mail (a head's request mail, a digest, a reminder): handed to the relay or failed."""
+    counters = _portal_counters()
+    if counters is not None:
+        counters["mails"].labels(kind, "true" if sent else "false").inc()
+
+
 # ---- the listener ---------------------------------------------------------------------------------------
 
 

@@ -35,8 +35,9 @@ def _polls(predicate: Callable[[], T | None], timeout: float, what: str) -> Iter
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        done = bool(value)  # now: a mutable value (a list being filled) may turn truthy while the caller sleeps
         yield value
-        if value:
+        if done:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r}")
