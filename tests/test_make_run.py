@@ -50,8 +50,9 @@ def pid_alive(pid: int) -> bool:
 def make_run(fresh_clone: Path, tmp_path: Path) -> Iterator[tuple[Path, int, Path]]:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("CLEARANCE_")}
-    env.pop("PYTHONPATH", None)
-    env.pop("VIRTUAL_ENV", None)
+    # As from a shell: not a sub-make of `make test` (MAKELEVEL makes make print "Entering directory").
+    for key in ("PYTHONPATH", "VIRTUAL_ENV", "MAKEFLAGS", "MAKELEVEL", "MFLAGS"):
+        env.pop(key, None)
     log = (tmp_path / "make-run.log").open("w")
     proc = subprocess.Popen(
         ["make", "run", f"LISTEN=127.0.0.1:{port}"],

@@ -159,7 +159,8 @@ def package_machine() -> Iterator[dict[str, object]]:
 def test_make_deb_installs_a_service_that_answers_options(package_machine: dict[str, object], tmp_path: Path) -> None:
     tree = source_tree(tmp_path / "src")
     env = {key: value for key, value in os.environ.items() if not key.startswith("CLEARANCE_")}
-    for key in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
+    # As from a shell: not a sub-make of `make test` (MAKELEVEL makes make print "Entering directory").
+    for key in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "MAKEFLAGS", "MAKELEVEL", "MFLAGS"):
         env.pop(key, None)
 
     # make deb: quiet (the build goes to a log), the last line the package's path.
