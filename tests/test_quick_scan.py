@@ -30,11 +30,12 @@ FUZZ_COUNT = 320_000
 
 
 def c_scan() -> Scanner:
-    """The C scan (`built_c_scan`: a failure with CI=true when it is not built). Hidden on purpose, these tests
-    do not apply: they are marked `speedups`, and the pass that hides the C scan deselects them."""
+    """The C scan (`built_c_scan`: a failure with CI=true when it is not built). Hidden on purpose, or on a
+    machine without a compiler, these tests do not apply: they are marked `speedups`, and the runs without the
+    C scan (make test's second pass, tests/test_build_without_compiler.py) deselect them."""
     chosen = built_c_scan()
     if chosen is None:
-        pytest.skip("CLEARANCE_NO_SPEEDUPS hides the C scan on purpose (make test deselects these tests then)")
+        pytest.skip("no C scan here (hidden by CLEARANCE_NO_SPEEDUPS, or not built): nothing to compare")
     return chosen.scan
 
 

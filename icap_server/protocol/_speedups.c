@@ -76,16 +76,13 @@ static int read_fields(const unsigned char *p, const unsigned char *end, Wanted 
             if (!is_value_byte(*q)) return 0;
         const unsigned char *value_end = line_end;
         while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) value_end--;
-        int matched = 0;
         for (int i = 0; i < n_wanted; i++) {
             if (!name_is(name, name_len, &wanted[i])) continue;
             if (wanted[i].seen) return 0;
             wanted[i].seen = 1;
             wanted[i].value = value;
             wanted[i].value_len = value_end - value;
-            matched = 1;
         }
-        (void)matched;
         if (!eol) return 1;
         p = eol + 2;
     }
@@ -206,7 +203,7 @@ static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&data);
         return NULL;
     }
-    PyObject *result = Py_None;
+    PyObject *result;
     const unsigned char *base = data.buf, *stop = base + data.len;
     Wanted icap[N_ICAP] = {
         {"host", 4}, {"encapsulated", 12}, {"allow", 5}, {"preview", 7}, {"connection", 10},
