@@ -42,11 +42,13 @@ from .render import (
     PAGE_TEMPLATES,
     TIME_FORMAT,
     BlockFacts,
+    ContinueForm,
     Rendered,
     Renderer,
     RequestForm,
     ServiceName,
     finished,
+    page_mode,
     printable,
     shorten,
 )
@@ -180,9 +182,16 @@ class PrebuiltRenderer(Renderer):
         self.built_in["json"] = True
         self.pages: OrderedDict[Hashable, Page | None] = OrderedDict()  # None: this kind goes through Jinja
 
-    def render(self, facts: BlockFacts, fmt: Format, language: Language, form: RequestForm | None) -> Rendered:
-        if not self.built_in[fmt]:
-            return super().render(facts, fmt, language, form)
+    def render(
+        self,
+        facts: BlockFacts,
+        fmt: Format,
+        language: Language,
+        form: RequestForm | None,
+        proceed: ContinueForm | None = None,
+    ) -> Rendered:
+        if not self.built_in[fmt] or page_mode(facts) == "caution":  # caution pages: Jinja every time
+            return super().render(facts, fmt, language, form, proceed)
         kind = page_kind(facts, fmt, language, form)
         try:
             page = self.pages[kind]

@@ -26,19 +26,53 @@ import json
 import re
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
 
-from .catalog import N_, category_label, load_translations, translator
+from .catalog import category_label, load_translations, translator
+from .facts import BlockFacts, ContinueForm, Rendered, RequestForm, ServiceName, offered, page_mode
 from .negotiate import LANGUAGES, Format, Language
 from .settings import PageSettings, TemplateError
 from .style import breakable, page_style
+from .texts import (
+    ADVICE,
+    ADVICE_WITH_FORM,
+    CAUTION_HEADING,
+    CAUTION_MESSAGE,
+    HEADING,
+    MODE_LABELS,
+    REASON_MESSAGES,
+    REQUESTABLE,
+    SERVICE_IN_SENTENCE,
+    SUSPENDED_WITH_FORM,
+    UNCATEGORISED,
+    UNKNOWN_REASON,
+)
+
+# The page's values and words live in `facts.py` and `texts.py`; callers import them from here, as before.
+__all__ = [
+    "REASON_MESSAGES",
+    "REQUESTABLE",
+    "UNCATEGORISED",
+    "BlockFacts",
+    "ContinueForm",
+    "Rendered",
+    "Renderer",
+    "RequestForm",
+    "ServiceName",
+    "content_security_policy",
+    "finished",
+    "logo_data_uri",
+    "offered",
+    "page_mode",
+    "printable",
+    "sample_facts",
+    "shorten",
+]
 
 LOGO_MAX_BYTES = 128 * 1024
 DISPLAY_CHARS = 80  # host and path longer than this are shortened on the page (in full in JSON)
@@ -46,123 +80,6 @@ JSON_PATH_CHARS = 2000
 PAGE_TEMPLATES = {"html": "block.html", "text": "block.txt"}
 TEMPLATE_SUFFIXES = (".html", ".htm", ".txt")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"  # the time as the page shows it (`page.time`)
-REQUESTABLE = frozenset({"no-approval", "approval-expired", "approval-revoked", "approval-suspended"})
-
-
-HEADING = N_("Access to this site is blocked")
-
-# What happened, one distinct plain-language message per reason. %(category)s is the category's label.
-REASON_MESSAGES: dict[str, str] = {
-    "no-approval": N_(
-        "You have no approval to use %(category)s. Such services are open only to staff whose head of "
-        "department has approved them for a genuine business need."
-    ),
-    "approval-expired": N_(
-        "Your approval to use %(category)s has expired. If you still need it, ask for a new approval."
-    ),
-    "approval-revoked": N_(
-        "Your approval to use %(category)s has been revoked, so access has stopped. Ask the head of your "
-        "department if you think this is a mistake."
-    ),
-    "approval-suspended": N_(
-        "Your approval to use %(category)s is on hold because its regular review is overdue. It works again "
-        "as soon as the head of your department has reviewed it."
-    ),
-    "not-permitted": N_(
-        "The use of %(category)s is not permitted on this network at all, and no approval can open it."
-    ),
-    "policy-unavailable": N_(
-        "The web filter cannot check approvals at the moment, so it blocks every site until it can. This is "
-        "not about you or this site: please try again in a few minutes."
-    ),
-    "bad-request": N_(
-        "The web filter cannot tell which site this request is for: the address names no site, or two "
-        "different ones. Such requests are blocked for everyone, whatever approvals they hold."
-    ),
-}
-UNKNOWN_REASON = N_("The web filter blocked this request.")
-
-# What to do about it, for the reasons where the organisation's own how-to-request text does not fit.
-ADVICE: dict[str, str] = {
-    "approval-suspended": N_("Ask the head of your department to review your approval."),
-    "not-permitted": N_(
-        "If your work really depends on it, speak to the IT security team and quote the reference on this page."
-    ),
-    "policy-unavailable": N_("If this lasts more than a few minutes, contact us and quote the reference on this page."),
-    "bad-request": N_(
-        "Check the address and try again, typed as the site gives it. If a program you need sends such "
-        "requests, contact us and quote the reference on this page."
-    ),
-}
-# With the request form on the page, the advice points to it (without one, the organisation's how-to-request text
-# or the reason's advice above); approval-suspended keeps its own first sentence.
-ADVICE_WITH_FORM = N_("Tell the head of your department why your work needs it, with the form below.")
-SUSPENDED_WITH_FORM = N_(
-    "Ask the head of your department to review your approval, or ask for a new one with the form below."
-)
-# Reasons that are about no category (the page shows no category's name in them).
-UNCATEGORISED = frozenset({"policy-unavailable", "bad-request"})
-# A catalogue service named in a reason's sentence, with its category beside it: "WhatsApp (web instant messaging)".
-SERVICE_IN_SENTENCE = N_("%(service)s (%(category)s)")
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceName:
-    """The catalogue service a blocked host belongs to, as a page names it (the library knows no catalogue)."""
-
-    id: str
-    name_en: str
-    name_zh: str
-
-    def name(self, language: Language) -> str:
-        return self.name_zh if language == "zh-HK" else self.name_en
-
-
-@dataclass(frozen=True, slots=True)
-class BlockFacts:
-    """What is known about the blocked request; plain text, escaped at render time."""
-
-    host: str
-    path: str
-    category: str | None
-    user: str | None
-    client_ip: str | None
-    reason: str
-    reference: str
-    time: datetime  # aware, in the time zone the page shows
-    service: ServiceName | None = None  # the catalogue service of the host, when it belongs to one
-
-
-@dataclass(frozen=True, slots=True)
-class RequestForm:
-    """The "Request access" form: where it posts, the signed token, and the longest validity on offer."""
-
-    action: str  # absolute URL of the portal's POST /request
-    token: str
-    max_days: int
-    min_chars: int = 0
-
-    @property
-    def default_days(self) -> int:
-        return min(30, self.max_days)
-
-    @property
-    def link(self) -> str:
-        """The same request as a link (the portal's GET /request shows the form for a token)."""
-        return f"{self.action}?token={quote(self.token, safe='')}"
-
-    @property
-    def origin(self) -> str:
-        parts = urlsplit(self.action)
-        return f"{parts.scheme}://{parts.netloc}"
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    body: bytes
-    content_type: str
-    language: Language
-    headers: tuple[tuple[str, str], ...]  # Content-Security-Policy, Content-Language, Vary
 
 
 # ---- branding -----------------------------------------------------------------------------------------------
@@ -209,13 +126,16 @@ _STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 
 
-def content_security_policy(html: str, form: RequestForm | None) -> str:
-    """Nothing but this page's own inline styles (by hash), data: images, and a form posting to the portal."""
+def content_security_policy(html: str, form: RequestForm | None, proceed: ContinueForm | None = None) -> str:
+    """Nothing but this page's own inline styles (by hash), data: images, and forms posting to the portal."""
     hashes = " ".join(
         "'sha256-" + base64.b64encode(hashlib.sha256(style.encode()).digest()).decode() + "'"
         for style in dict.fromkeys(_STYLE.findall(html))
     )
-    form_action = form.origin if form is not None and _ORIGIN.fullmatch(form.origin) else "'none'"
+    origins = dict.fromkeys(
+        offer.origin for offer in (form, proceed) if offer is not None and _ORIGIN.fullmatch(offer.origin)
+    )
+    form_action = " ".join(origins) or "'none'"
     styles = hashes or "'none'"
     return (
         f"default-src 'none'; img-src data:; style-src {styles}; form-action {form_action}; "
@@ -223,14 +143,21 @@ def content_security_policy(html: str, form: RequestForm | None) -> str:
     )
 
 
-def finished(body: bytes, text: str, fmt: Format, language: Language, form: RequestForm | None) -> Rendered:
+def finished(
+    body: bytes,
+    text: str,
+    fmt: Format,
+    language: Language,
+    form: RequestForm | None,
+    proceed: ContinueForm | None = None,
+) -> Rendered:
     """The page with its type and headers; an HTML page's CSP hashes the `<style>` elements of `text`."""
     vary = ("Vary", "Accept, Accept-Language")
     inert = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
     if fmt == "json":
         return Rendered(body, "application/json; charset=utf-8", language, (inert, vary))
     if fmt == "html":
-        policy = ("Content-Security-Policy", content_security_policy(text, form))
+        policy = ("Content-Security-Policy", content_security_policy(text, form, proceed))
         return Rendered(body, "text/html; charset=utf-8", language, (policy, ("Content-Language", language), vary))
     return Rendered(body, "text/plain; charset=utf-8", language, (inert, ("Content-Language", language), vary))
 
@@ -274,15 +201,25 @@ class Renderer:
 
     # ---- the three formats ------------------------------------------------------------------------------------
 
-    def render(self, facts: BlockFacts, fmt: Format, language: Language, form: RequestForm | None) -> Rendered:
+    def render(
+        self,
+        facts: BlockFacts,
+        fmt: Format,
+        language: Language,
+        form: RequestForm | None,
+        proceed: ContinueForm | None = None,
+    ) -> Rendered:
         """The page through Jinja, every time: the reference the pre-built pages (`prebuilt.py`) must equal."""
+        proceed = offered(facts, proceed)
         if fmt == "json":
-            return finished(self.json(facts, form), "", fmt, language, form)
-        text = self.environments[language].get_template(PAGE_TEMPLATES[fmt]).render(self.context(facts, language, form))
-        return finished(text.encode("utf-8"), text, fmt, language, form)
+            return finished(self.json(facts, form, proceed), "", fmt, language, form, proceed)
+        context = self.context(facts, language, form, proceed)
+        text = self.environments[language].get_template(PAGE_TEMPLATES[fmt]).render(context)
+        return finished(text.encode("utf-8"), text, fmt, language, form, proceed)
 
     def message(self, facts: BlockFacts, language: Language) -> str:
-        template = REASON_MESSAGES.get(facts.reason, UNKNOWN_REASON)
+        caution = page_mode(facts) == "caution"
+        template = CAUTION_MESSAGE if caution else REASON_MESSAGES.get(facts.reason, UNKNOWN_REASON)
         translate = self.translate[language]
         label = category_label(facts.category, language)
         if facts.service is not None and facts.reason not in UNCATEGORISED:
@@ -299,9 +236,17 @@ class Renderer:
         brand = self.settings.branding
         return brand.how_to_request_zh if language == "zh-HK" else brand.how_to_request_en
 
-    def json(self, facts: BlockFacts, form: RequestForm | None) -> bytes:
+    def mode_label(self, facts: BlockFacts, language: Language) -> str:
+        """The Mode fact: a word, since the message says the rest (a long label would wrap mid-word)."""
+        return self.translate[language](MODE_LABELS[page_mode(facts)])
+
+    def json(self, facts: BlockFacts, form: RequestForm | None, proceed: ContinueForm | None = None) -> bytes:
+        mode = page_mode(facts)
+        proceed = offered(facts, proceed)
         document = {
-            "blocked": True,
+            "blocked": mode == "enforce",
+            "caution": mode == "caution",
+            "mode": mode,
             "reason": facts.reason,
             "message": {language: self.message(facts, language) for language in LANGUAGES},
             "host": facts.host,
@@ -313,22 +258,27 @@ class Renderer:
             "reference": facts.reference,
             "time": facts.time.isoformat(timespec="seconds"),
             "request_url": form.link if form is not None else None,
+            "continue": _continue_record(proceed),
         }
         # `<` escaped too, so the body is inert even if something ignored its Content-Type.
         return json.dumps(document, ensure_ascii=False).replace("<", "\\u003c").encode("utf-8")
 
-    def context(self, facts: BlockFacts, language: Language, form: RequestForm | None) -> dict[str, Any]:
+    def context(
+        self, facts: BlockFacts, language: Language, form: RequestForm | None, proceed: ContinueForm | None = None
+    ) -> dict[str, Any]:
         other: Language = "zh-HK" if language == "en" else "en"
         translate, other_translate = self.translate[language], self.translate[other]
-        brand = self.settings.branding
-        names = {"en": brand.name_en, "zh-HK": brand.name_zh}
-        how_to = {"en": brand.how_to_request_en, "zh-HK": brand.how_to_request_zh}
         host, path, user = printable(facts.host), printable(facts.path), facts.user and printable(facts.user)
+        mode = page_mode(facts)
+        heading = CAUTION_HEADING if mode == "caution" else HEADING
         return {
             "lang": language,
             "other_lang": other,
-            "heading": translate(HEADING),
-            "heading_other": other_translate(HEADING),
+            "heading": translate(heading),
+            "heading_other": other_translate(heading),
+            "caution": mode == "caution",
+            "mode_label": self.mode_label(facts, language),
+            "mode_label_other": self.mode_label(facts, other),
             "message": self.message(facts, language),
             "message_other": self.message(facts, other),
             "advice": self.advice(facts.reason, form is not None, language),
@@ -347,10 +297,22 @@ class Renderer:
                 "user": user,
                 "client_ip": facts.client_ip,
                 "reason": facts.reason,
+                "mode": mode,
                 "reference": facts.reference,
                 "time": facts.time.strftime(TIME_FORMAT),
                 "time_iso": facts.time.isoformat(timespec="seconds"),
             },
+            **self.branding(language, other),
+            "form": form,
+            "proceed": offered(facts, proceed),
+        }
+
+    def branding(self, language: Language, other: Language) -> dict[str, Any]:
+        """The organisation's names and contacts, and the look: the same on every page in one language."""
+        brand = self.settings.branding
+        names = {"en": brand.name_en, "zh-HK": brand.name_zh}
+        how_to = {"en": brand.how_to_request_en, "zh-HK": brand.how_to_request_zh}
+        return {
             "org": {
                 "name": names[language],
                 "name_other": names[other],
@@ -369,7 +331,6 @@ class Renderer:
                 "contact_url": brand.contact_url,
                 "policy_url": brand.policy_url,
             },
-            "form": form,
         }
 
     # ---- start-up check ---------------------------------------------------------------------------------------
@@ -388,9 +349,9 @@ class Renderer:
                     raise TemplateError(f"block-page template {name}: {error}") from None
             filenames = {environment.get_template(name).filename or name for name in names}
             for fmt, name in PAGE_TEMPLATES.items():
-                for facts, form in sample_facts(self.zone):
+                for facts, form, proceed in sample_facts(self.zone):
                     try:
-                        Renderer.render(self, facts, fmt, language, form)  # type: ignore[arg-type]
+                        Renderer.render(self, facts, fmt, language, form, proceed)  # type: ignore[arg-type]
                     except Exception as error:
                         where, line = _template_frame(error, filenames, environment, name)
                         raise TemplateError(
@@ -405,6 +366,12 @@ def _service_record(service: ServiceName | None) -> dict[str, str] | None:
     return {"id": service.id, "name_en": service.name_en, "name_zh": service.name_zh}
 
 
+def _continue_record(proceed: ContinueForm | None) -> dict[str, str | int] | None:
+    if proceed is None:
+        return None
+    return {"action": proceed.action, "token": proceed.token, "minutes": proceed.minutes}
+
+
 def _template_frame(
     error: BaseException, filenames: set[str], environment: jinja2.Environment, name: str
 ) -> tuple[str, int | str]:
@@ -415,24 +382,29 @@ def _template_frame(
     return environment.get_template(name).filename or name, "?"
 
 
-def sample_facts(zone: ZoneInfo) -> Iterator[tuple[BlockFacts, RequestForm | None]]:
-    """Every reason, signed in or not, with and without a request form: what templates must cope with."""
+def sample_facts(zone: ZoneInfo) -> Iterator[tuple[BlockFacts, RequestForm | None, ContinueForm | None]]:
+    """Every reason and mode, signed in or not, with and without the forms: what templates must cope with."""
     time = datetime(2026, 1, 1, 9, 0, tzinfo=zone)
     form = RequestForm("https://portal.example/request", "sample.token", 180, 20)
+    proceed = ContinueForm("https://portal.example/continue", "sample.continue", 15)
     service = ServiceName("sample-mail", "Sample Mail", "範例郵件")
-    for reason in REASON_MESSAGES:
-        category = None if reason in UNCATEGORISED else "webmail"
-        for user, named in (("sample.user", service), ("sample.user", None), (None, None)):
-            facts = BlockFacts(
-                "mail.example.com",
-                "/" + "long-path/" * 12,
-                category,
-                user,
-                "10.0.0.1",
-                reason,
-                "0123456789ab",
-                time,
-                named if category else None,
-            )
-            yield facts, form if reason in REQUESTABLE and user else None
-            yield facts, None
+    for mode in ("enforce", "caution"):
+        for reason in REASON_MESSAGES:
+            category = None if reason in UNCATEGORISED else "webmail"
+            for user, named in (("sample.user", service), ("sample.user", None), (None, None)):
+                facts = BlockFacts(
+                    "mail.example.com",
+                    "/" + "long-path/" * 12,
+                    category,
+                    user,
+                    "10.0.0.1",
+                    reason,
+                    "0123456789ab",
+                    time,
+                    named if category else None,
+                    mode,
+                )
+                signed_in = reason in REQUESTABLE and user
+                yield facts, form if signed_in else None, proceed if signed_in else None
+                yield facts, None, proceed if signed_in and mode == "caution" else None
+                yield facts, None, None

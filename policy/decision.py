@@ -19,6 +19,12 @@ from .state import Exemption, PolicyState
 class Action(StrEnum):
     PASS = "pass"
     BLOCK = "block"
+    WOULD_BLOCK = "would-block"  # passed in `monitor` mode: the block it would have been (policy.modes)
+    CAUTION = "caution"  # the `caution` mode's interstitial page, with its "continue"
+    CONTINUED = "continued"  # passed in `caution` mode on the person's "continue" (a grace)
+
+
+ANSWERED_WITH_A_PAGE = frozenset({Action.BLOCK, Action.CAUTION})
 
 
 class Reason(StrEnum):
@@ -51,10 +57,13 @@ class Decision:
     review_overdue: bool = False  # passed on an approval whose review is overdue (on_review_overdue: warn)
     service: str | None = None  # the catalogue service the host belongs to, when it is a restricted one
     tenant: str | None = None  # the vendor whose tenant-restriction headers go on the request (policy.tenants)
+    mode: str | None = None  # the roll-out mode that decided a block an approval could lift (policy.modes)
+    mode_by: str | None = None  # the setting that chose that mode: "department finance", "default"
 
     @property
     def blocked(self) -> bool:
-        return self.action is Action.BLOCK
+        """Whether the answer is a page instead of the request: a block, or a caution page."""
+        return self.action in ANSWERED_WITH_A_PAGE
 
 
 _LAPSED = {

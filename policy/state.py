@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from .approvals import SUBJECT_RANK, Approval, SubjectKind
 from .categories import NO_MATCH, CategoryMatch
 from .directory import Directory, Person
+from .modes import GraceIndex, ModeTable
 from .rules import Rule, RuleIndex
 from .services import Service
 
@@ -309,6 +310,12 @@ class PolicyState:
     directory: Directory = field(default_factory=Directory)
     exemptions: tuple[Exemption, ...] = ()
     services: ServiceCatalogue = field(default_factory=ServiceCatalogue)
+    modes: ModeTable = field(default_factory=ModeTable)  # the roll-out modes set in the store (over the config's)
+    graces: GraceIndex = field(default_factory=GraceIndex)  # the caution pages' "continue"s in force
+
+    def department_of(self, user: str | None) -> str | None:
+        person = self.directory.person(user)
+        return person.department if person is not None else None
 
     def match_listed(self, host: str, path: str) -> tuple[CategoryMatch, str | None]:
         """What the lists say of host + path: a service's path entry on a shared host (with that service), else

@@ -23,6 +23,7 @@ import yaml
 from msgspec import Meta
 
 from icap_server.config.lists import ImportConfig
+from icap_server.config.modes import ModesConfig
 from icap_server.config.reminders import RemindersConfig
 from icap_server.config.secrets import ConfigError as ConfigError  # re-exported: defined there for both
 from icap_server.config.secrets import with_secrets
@@ -228,6 +229,7 @@ class Config(Section, frozen=True):
     # `import` is a Python keyword: the YAML key is `import`, the attribute `import_`.
     import_: ImportConfig = msgspec.field(default_factory=ImportConfig, name="import")
     tenant_restrictions: TenantRestrictionsConfig = msgspec.field(default_factory=TenantRestrictionsConfig)
+    modes: ModesConfig = msgspec.field(default_factory=ModesConfig)  # roll-out: enforce, monitor or caution
     source: str = "built-in defaults"  # the file read, for messages; not a key of the file
 
 
@@ -255,8 +257,7 @@ def _check_network(value: str, key: str) -> None:
 
 
 def find_config(path: str | os.PathLike[str] | None = None) -> str | os.PathLike[str] | None:
-    """Which config file: `path` (--config), else $CLEARANCE_CONFIG, else ./config.yaml, else the system-wide
-    /etc/clearance/config.yaml (a packaged install's), whichever is first; None: the built-in defaults."""
+    """Which config file: --config, $CLEARANCE_CONFIG, ./config.yaml, /etc/clearance/config.yaml; None: defaults."""
     chosen = path or os.environ.get("CLEARANCE_CONFIG")
     if chosen is None:
         chosen = next((str(found) for found in (Path(DEFAULT_CONFIG_NAME), SYSTEM_CONFIG) if found.is_file()), None)

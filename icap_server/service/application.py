@@ -18,6 +18,7 @@ from icap_server.config import Config
 from icap_server.protocol import ICAPRequest, QuickRequest, Response, token_list
 from icap_server.service import responses
 from icap_server.service.memo import DecisionMemo
+from icap_server.service.modes import configured_modes
 from icap_server.service.pages import block_pages
 from icap_server.service.sync import PolicyUnavailable
 from icap_server.service.tenants import tenant_policy
@@ -25,6 +26,7 @@ from icap_server.service.usage import UsageRecorder
 from policy.decision import BAD_REQUEST, Action, Decision, DecisionSettings, Reason, RequestFacts, judge
 from policy.hosts import request_host, request_path
 from policy.identity import Identity, identify, identify_values
+from policy.rollout import apply_mode
 from policy.services import Service
 from policy.state import PolicyState
 from policy.tenants import Injection, restrict
@@ -68,6 +70,7 @@ class Verdict:
             "rule_id": decision.rule_id if decision else None,
             "review_overdue": decision.review_overdue if decision else False,
             "tenant": decision.tenant if decision else None,
+            "mode": decision.mode if decision else None,
             "reference": self.reference,
         }
 
@@ -130,6 +133,7 @@ class Application:
         self.usage = UsageRecorder()
         self.memo = DecisionMemo()  # decisions that depend on the host alone, for the policy in force
         self.tenants = tenant_policy(config.tenant_restrictions)  # None: no vendor configured
+        self.modes = configured_modes(config.modes)  # the config file's roll-out modes (the store's go over them)
         self.portal: PortalLink | None = None
         # Compiles the block-page templates and renders each with sample facts: a broken one fails here.
         self.pages = block_pages(config)
@@ -183,6 +187,7 @@ class Application:
             if tenants is not None:
                 decision = restrict(decision, facts, state, tenants, self.settings, now)
             self.memo.keep(state, host, decision, tenants is not None and tenants.match(host) is not None)
+            decision = apply_mode(decision, facts, state, self.modes, now)  # after the memo: it keeps no such block
         if decision.approval_id is not None and decision.reason is Reason.APPROVED:
             self.usage.note(decision.approval_id, now)
         reference = secrets.token_hex(6) if decision.blocked else None
@@ -273,6 +278,7 @@ class Application:
             reference=verdict.reference,
             time=now.astimezone(self.timezone),
             service=service_name(verdict.service),
+            mode=decision.mode or "enforce",
         )
         fmt = choose_format(asked.accept)
         language = choose_language(asked.accept_language, self.config.blockpages.default_language)

@@ -49,14 +49,15 @@ _decision_fields: dict[tuple[object, ...], Fields] = {}
 
 def decision_fields(decision: Decision | None, reference: str | None) -> Fields:
     """What Clearance decided, as ICAP response headers Squid can log (`%{X-Clearance-Decision}adapt::<last_h`):
-    the action, the reason, the category, the catalogue service and the tenant vendor when there is one, and a
+    the action, the reason, the category, the catalogue service, the tenant vendor and the roll-out mode when there
+    is one, and a
     block's reference (the one on the page and in Clearance's own access log)."""
     if decision is None:
         return ()
-    key = (decision.action, decision.reason, decision.category, decision.service, decision.tenant)
+    key = (decision.action, decision.reason, decision.category, decision.service, decision.tenant, decision.mode)
     found = _decision_fields.get(key)
     if found is None:
-        named = zip(("Decision", "Reason", "Category", "Service", "Tenant"), key, strict=True)
+        named = zip(("Decision", "Reason", "Category", "Service", "Tenant", "Mode"), key, strict=True)
         found = tuple((f"X-Clearance-{name}", str(value)) for name, value in named if value is not None)
         if len(_decision_fields) >= 4096:
             _decision_fields.clear()
