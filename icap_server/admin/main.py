@@ -25,6 +25,7 @@ from icap_server.admin import (
     directory,
     exemptions,
     explain,
+    modes,
     reminders,
     report,
     requests,
@@ -51,6 +52,7 @@ COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
     approvals.register,
     directory.register,
     exemptions.register,
+    modes.register,  # roll-out: enforce, monitor, caution
     audit.register,
     report.register,
     requests.register,

@@ -72,6 +72,7 @@ async def explain_request(
         f"approval:  {approval}",
         f"exemption: {decision.exemption_id or '-'}",
         f"rule:      {f'{decision.rule_id} ({decision.matched_entry})' if decision.rule_id else '-'}",
+        f"mode:      {f'{decision.mode} (set by {decision.mode_by})' if decision.mode else '-'}",
     ]
 
 

@@ -39,6 +39,7 @@ import structlog
 from icap_server.config import Config
 from icap_server.service.catalogue import add_catalogue
 from policy.categories import PROTECTED, protected_entries
+from policy.modes import Mode, ModeTable
 from policy.rules import RuleIndex
 from policy.services import Service
 from policy.state import ApprovalIndex, Exemption, PolicyState, StoreEpoch
@@ -52,6 +53,7 @@ from policy.store import (
     DirectoryChanged,
     ExemptionsChanged,
     HostsAdded,
+    ModesChanged,
     PolicyStore,
     RulesChanged,
     ServicesChanged,
@@ -113,6 +115,7 @@ class PolicySync:
             ExemptionsChanged: self._set_exemptions,
             RulesChanged: self._set_rules,
             ServicesChanged: self._switch_services,
+            ModesChanged: self._set_modes,
             StoreInitialised: self._store_changed,
             StoreReset: self._store_changed,
         }
@@ -252,6 +255,9 @@ class PolicySync:
 
     async def _set_rules(self, state: PolicyState, change: RulesChanged) -> None:
         state.rules = RuleIndex(change.rules)
+
+    async def _set_modes(self, state: PolicyState, change: ModesChanged) -> None:
+        state.modes = ModeTable.build(Mode.ENFORCE, change.modes)
 
     async def _switch_services(self, state: PolicyState, change: ServicesChanged) -> None:
         await self.resync(f"{change.kind} changed")  # a service's entries join or leave the index: rebuild it

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, get_args, get_type_hints
 
 from policy.approvals import Approval
+from policy.modes import ModeSetting
 from policy.rules import Rule
 from policy.services import Service
 from policy.state import Exemption
@@ -123,6 +124,15 @@ class ServicesChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModesChanged:
+    """A roll-out mode set or cleared (`clearance modes`): every mode setting in the store afterwards."""
+
+    kind: ClassVar[str] = "modes"
+    version: int = 0
+    modes: tuple[ModeSetting, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreInitialised:
     """A store without an identity was given one (and the default lists): workers reload it.
 
@@ -153,6 +163,7 @@ Change = (
     | ExemptionsChanged
     | RulesChanged
     | ServicesChanged
+    | ModesChanged
     | StoreInitialised
     | StoreReset
 )
@@ -166,6 +177,7 @@ KINDS: tuple[type[Change], ...] = (
     ExemptionsChanged,
     RulesChanged,
     ServicesChanged,
+    ModesChanged,
     StoreInitialised,
     StoreReset,
 )

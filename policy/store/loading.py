@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from policy.categories import NO_MATCH, CategoryMatch, lookup_keys
+from policy.modes import Mode, ModeTable
 from policy.rules import RuleIndex
 from policy.state import ApprovalIndex, PolicyState, ServiceCatalogue
 from policy.store.directory import DirectoryPart
 from policy.store.identity import IdentityPart
+from policy.store.modes import ModesPart
 from policy.store.requests import RequestsPart
 from policy.store.services import ServicesPart
 
 
-class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, ServicesPart):
+class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, ServicesPart, ModesPart):
     async def load_state(self) -> PolicyState:
         """Everything, for a serve process: version (and epoch) first, so later changes are re-applied, never missed.
 
@@ -47,12 +49,13 @@ class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, ServicesPart):
         return state
 
     async def _load_the_rest(self, state: PolicyState) -> None:
-        """Everything but the category lists: approvals, rules, the directory, exemptions and admin services."""
+        """Everything but the category lists: approvals, rules, the directory, exemptions, admin services, modes."""
         state.approvals = ApprovalIndex(await self.all_approvals())
         state.rules = RuleIndex(await self.list_rules())
         state.directory = await self.load_directory()
         state.exemptions = tuple(await self.exemptions())
         state.services = ServiceCatalogue(await self.admin_services())  # the caller puts the shipped ones first
+        state.modes = ModeTable.build(Mode.ENFORCE, await self.list_modes())  # over the config file's, when judged
 
     async def lookup_categories(self, host: str) -> CategoryMatch:
         state = await self.state_for(host)

@@ -31,10 +31,18 @@ def sorted_exemptions(texts: Iterable[str]) -> tuple[Exemption, ...]:
 
 class RulesPart(AuditPart):
     async def _write_record(
-        self, table: str, record_id: str, text: str | None, actor: str, announce: Callable[[list[str]], Change]
+        self,
+        table: str,
+        record_id: str,
+        text: str | None,
+        actor: str,
+        announce: Callable[[list[str]], Change],
+        department: str | None = None,
+        verbs: tuple[str, str] = ("add", "remove"),
     ) -> None:
         """Set one record of a table (or delete it: `text` None), audit it and announce the table after it.
 
+        The audit action is `{table}-{verb}` (`rule-add`, `mode-set`); `department` files it under one.
         StoreError when deleting a record that is not there.
         """
         key = self.key(f"{table}s")
@@ -54,8 +62,8 @@ class RulesPart(AuditPart):
                     else:
                         pipe.hset(key, record_id, text)
                         records[record_id] = text
-                    action = f"{table}-{'remove' if text is None else 'add'}"
-                    self._audit(pipe, actor, action, record_id, None, _parsed(old), _parsed(text))
+                    action = f"{table}-{verbs[1] if text is None else verbs[0]}"
+                    self._audit(pipe, actor, action, record_id, department, _parsed(old), _parsed(text))
                     self._publish(pipe, announce(list(records.values())))
                     await pipe.execute()
                     return
