@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 from icap_server.admin.audit import FORMATS, iso, parse_since, rich_table, terminal, write_csv
+from icap_server.admin.discovery import add_discovery
 from icap_server.admin.support import Commands, StoreAction, check_department, local_time, print_table
 from icap_server.config import Config
 from icap_server.portal.report_page import REPORT_DEFAULT_DAYS, read_access_report, since_days_ago
@@ -47,6 +48,7 @@ def register(commands: Commands) -> None:
     )
     report.add_argument("--format", choices=FORMATS, default="table", help="default: table")
     report.set_defaults(handler=report_command)
+    add_discovery(report)
 
 
 async def read_report(

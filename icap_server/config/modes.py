@@ -3,6 +3,7 @@
 `default` applies where nothing more specific is set; `departments`, `services` and `categories` map a name to
 `enforce`, `monitor` or `caution` (`policy.modes` says which wins: the department, then the service, then the
 category). Left out, everything is `enforce`.
+What monitor and caution see is counted for `clearance report discovery`, kept `discovery_keep_days`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Literal
 
 import msgspec
 
-from icap_server.config.types import Section
+from icap_server.config.types import AtLeastOne, Section
 
 ModeName = Literal["enforce", "monitor", "caution"]
 
@@ -21,3 +22,4 @@ class ModesConfig(Section, frozen=True):
     departments: dict[str, ModeName] = msgspec.field(default_factory=dict)
     services: dict[str, ModeName] = msgspec.field(default_factory=dict)
     categories: dict[str, ModeName] = msgspec.field(default_factory=dict)
+    discovery_keep_days: AtLeastOne = 90  # how long the counts behind `report discovery` are kept

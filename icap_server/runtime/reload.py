@@ -100,6 +100,7 @@ class WorkerReload:
             log.error("reload_failed", error=str(error), kept=app.config.source)
             return None
         fresh.usage = app.usage  # one recorder, flushed by the task the worker started with the first
+        fresh.discovery = app.discovery  # the same: the task flushing it is the first Application's
         fresh.portal = app.portal  # the link stays valid; the fresh one (new public_url, TTL) follows
         self.sync.static_exemptions = static_exemptions(config)
         self.sync.static_protected = protected(config)

@@ -184,6 +184,7 @@ async def _worker_main(
     app = Application(config, sync)
     follower = asyncio.create_task(sync.run())
     usage = asyncio.create_task(app.usage.run(store, config.approvals.usage_flush_interval))
+    discovery = asyncio.create_task(app.discovery.run(store, config.approvals.usage_flush_interval))
     watch = asyncio.create_task(_warn_until_loaded(sync, config.server.startup_timeout, redis_url))
     linking: asyncio.Task[None] | None = None
     portal = InlineCompanion(companion, store) if companion is not None and inline else None
@@ -209,7 +210,8 @@ async def _worker_main(
             await portal.stop()
         follower.cancel()
         usage.cancel()
-        await asyncio.gather(usage, return_exceptions=True)  # writes the last counts
+        discovery.cancel()
+        await asyncio.gather(usage, discovery, return_exceptions=True)  # writes the last counts
         await store.close()
     return 0
 

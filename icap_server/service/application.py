@@ -17,6 +17,7 @@ from blockpages.render import REQUESTABLE, BlockFacts, RequestForm, ServiceName
 from icap_server.config import Config
 from icap_server.protocol import ICAPRequest, QuickRequest, Response, token_list
 from icap_server.service import responses
+from icap_server.service.discovery import DiscoveryRecorder
 from icap_server.service.memo import DecisionMemo
 from icap_server.service.modes import configured_modes
 from icap_server.service.pages import block_pages
@@ -131,6 +132,7 @@ class Application:
         )
         self.timezone = ZoneInfo(config.policy.timezone)
         self.usage = UsageRecorder()
+        self.discovery = DiscoveryRecorder(self.timezone, config.modes.discovery_keep_days)  # monitor, caution
         self.memo = DecisionMemo()  # decisions that depend on the host alone, for the policy in force
         self.tenants = tenant_policy(config.tenant_restrictions)  # None: no vendor configured
         self.modes = configured_modes(config.modes)  # the config file's roll-out modes (the store's go over them)
@@ -188,6 +190,8 @@ class Application:
                 decision = restrict(decision, facts, state, tenants, self.settings, now)
             self.memo.keep(state, host, decision, tenants is not None and tenants.match(host) is not None)
             decision = apply_mode(decision, facts, state, self.modes, now)  # after the memo: it keeps no such block
+            if decision.mode is not None:
+                self.discovery.sight(decision, state.department_of(identity.user), identity.user, host, now)
         if decision.approval_id is not None and decision.reason is Reason.APPROVED:
             self.usage.note(decision.approval_id, now)
         reference = secrets.token_hex(6) if decision.blocked else None

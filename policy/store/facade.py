@@ -11,6 +11,8 @@ Layout (all keys under the configurable prefix, default `clearance:`):
 - `exemptions` (hash): exemption id -> JSON (network, categories); `exemption:seq` (counter)
 - `audit` (stream): every change, with actor, time, action, target, department, before and after
 - `rules` (hash): rule id -> rule JSON (allow-list entries and path rules); `rule:seq` (counter)
+- `discovery:{day}`, `discovery:{day}:last` (hashes), `discovery:days` (set): sightings in monitor and
+  caution mode, counted per day (`policy.store.discovery`)
 - `modes` (hash): `{scope}:{name}` -> a roll-out mode setting's JSON (`policy.modes.ModeSetting`)
 - `services` (hash): service id -> an admin's service JSON (an added service, or an override of a shipped one)
 - `requests` (hash): access request id -> request JSON (from the portal); `request:seq` (counter);

@@ -7,13 +7,14 @@ from policy.modes import Mode, ModeTable
 from policy.rules import RuleIndex
 from policy.state import ApprovalIndex, PolicyState, ServiceCatalogue
 from policy.store.directory import DirectoryPart
+from policy.store.discovery import DiscoveryPart
 from policy.store.identity import IdentityPart
 from policy.store.modes import ModesPart
 from policy.store.requests import RequestsPart
 from policy.store.services import ServicesPart
 
 
-class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, ServicesPart, ModesPart):
+class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, ServicesPart, ModesPart, DiscoveryPart):
     async def load_state(self) -> PolicyState:
         """Everything, for a serve process: version (and epoch) first, so later changes are re-applied, never missed.
 
