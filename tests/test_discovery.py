@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,7 +24,10 @@ CONFIG = (
     "modes:\n  departments: {finance: monitor, legal: caution}\n"
     "logging:\n  format: json\n"
 )
-PEOPLE = "user,name,department\namy,Amy,finance\nben,Ben,finance\ncat,Cat,legal\ndan,Dan,works\n"
+PEOPLE = (
+    "user,name,department,groups,heads\namy,Amy,finance,,\nben,Ben,finance,,\ncat,Cat,legal,,\n"
+    "dan,Dan,works,,\nhf,Hui Fan,finance,,finance\n"
+)
 
 
 def test_summarise_groups_by_person_and_service_and_filters() -> None:
@@ -99,3 +103,59 @@ def test_discovery_counts_exactly_and_costs_no_redis_command_per_request(
     flushes = 2 * (elapsed / 0.5 + 2)
     assert delta.get("hincrby", 0) <= flushes * len(traffic), (delta, elapsed)
     assert delta.get("hincrby", 0) < requests / 4, delta
+
+
+def csv_rows(cli: CLI, *args: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(cli(*args, "--format", "csv").stdout)))
+
+
+def readiness_figures(cli: CLI) -> list[tuple[str, str, str, str, str]]:
+    rows = csv_rows(cli, "report", "readiness", "--department", "finance")
+    return [
+        (r["category"], r["people_seen"], r["blocked"], r["pending"], r["blocked_if_pending_approved"]) for r in rows
+    ]
+
+
+def test_readiness_and_requests_from_discovery(
+    start_icap_server: StartServer, cli: CLI, redis_url: str, tmp_path: Path
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text(PEOPLE, encoding="utf-8")
+    server = start_icap_server(CONFIG)
+    cli("categories", "add", "webmail", "mail.example")
+    cli("categories", "add", "cloud-storage", "drive.example")
+    cli("directory", "load", str(people))
+    wait_until_synced(server.port, redis_url)
+    messages = [reqmod("http://mail.example/", user=user) for user in ("amy", "ben", "ben")]
+    messages.append(reqmod("http://drive.example/", user="amy"))
+    assert [status(r) for r in exchange(server.port, *messages)] == [204] * 4
+    wait_until(lambda: len(csv_rows(cli, "report", "discovery")) == 3 or None, timeout=10, what="the flush")
+    assert readiness_figures(cli) == [("cloud-storage", "1", "1", "0", "1"), ("webmail", "2", "2", "0", "2")]
+
+    cli(
+        "approvals",
+        "grant",
+        "--user",
+        "amy",
+        "--category",
+        "webmail",
+        "--days",
+        "7",
+        "--approver",
+        "hf",
+        "--reason",
+        "Liaison with the overseas office",
+    )
+    assert readiness_figures(cli)[1] == ("webmail", "2", "1", "0", "1")  # amy is approved now
+    made = cli(
+        "--actor", "sec.admin", "requests", "create-from-discovery", "--department", "finance", "--category", "webmail"
+    ).stdout
+    assert made.splitlines()[-1] == "created 1, skipped 1 (already pending, approved or exempt)", made
+    again = cli("requests", "create-from-discovery", "--department", "finance", "--category", "webmail").stdout
+    assert again.splitlines()[-1].startswith("created 0, skipped 2"), again
+    assert readiness_figures(cli)[1] == ("webmail", "2", "1", "1", "0")  # ben's request, once approved
+    pending = csv_rows(cli, "requests", "list", "--status", "pending")
+    assert [(r["user"], r["category"]) for r in pending] == [("ben", "webmail")]
+    assert len(csv_rows(cli, "approvals", "list")) == 1  # no approval was made by it
+    trail = json.loads(cli("audit", "--format", "json").stdout)
+    assert [r["actor"] for r in trail if r["action"] == "request-submit"] == ["sec.admin"]

@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from icap_server.admin.discovery_requests import add_create_from_discovery
 from icap_server.admin.output import add_format, print_record, print_rows
 from icap_server.admin.records import REQUEST_LINES, REQUEST_TABLE, RequestRow, request_record, request_row
 from icap_server.admin.support import (
@@ -57,6 +58,7 @@ def register(commands: Commands) -> None:
     deny.add_argument("--by", required=True, help="the head (or delegate) of the requester's department")
     deny.add_argument("--note", default="", help="why; shown to the requester")
     deny.set_defaults(handler=requests_deny)
+    add_create_from_discovery(requests)
 
 
 def requests_list(args: argparse.Namespace, config: Config) -> StoreAction:

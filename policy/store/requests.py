@@ -45,13 +45,14 @@ class RequestsPart(ApprovalsPart):
         nonce: str,
         nonce_ttl_s: int,
         max_open_per_user: int = 0,
+        actor: str | None = None,
     ) -> tuple[AccessRequest | None, bool]:
         """A new pending request (built by `build` from its id), unless one exists: (request, created).
 
         The request already made with this token (its nonce), or the pending one for the same user, category,
         host and service (`policy.requests.open_key`), is returned instead, so a second submit never makes a
         second request. (None, False) when the user already has `max_open_per_user` pending requests (0: no
-        bound), checked in the same WATCH.
+        bound), checked in the same WATCH. The audit names `actor` (default: the requester).
         """
         open_hash = self.key("request", "open")
         token_key = self.key("request", "token", nonce)
@@ -77,7 +78,7 @@ class RequestsPart(ApprovalsPart):
                     pipe.hset(open_hash, open_key, request.id)
                     pipe.set(token_key, request.id, ex=max(1, nonce_ttl_s))
                     self._audit(
-                        pipe, request.user, "request-submit", request.id, request.department, None,
+                        pipe, actor or request.user, "request-submit", request.id, request.department, None,
                         request.to_record(with_key=False),
                     )
                     await pipe.execute()
