@@ -244,7 +244,7 @@ class Renderer:
         mode = page_mode(facts)
         proceed = offered(facts, proceed)
         document = {
-            "blocked": mode == "enforce",
+            "blocked": True,  # a caution page stops the request too, until its continue
             "caution": mode == "caution",
             "mode": mode,
             "reason": facts.reason,
