@@ -71,6 +71,22 @@ class LinkClaim:
 
 LINK_PURPOSE = b"clearance heads link"
 FORM_PURPOSE = b"clearance heads form"
+CONTINUE_PURPOSE = b"clearance caution continue"
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueClaim:
+    """A caution page's "continue": this person, from this address, going on to this service (or host), once
+    the portal has checked that the mode is still caution; `url` is where the browser goes back to."""
+
+    user: str
+    client_ip: str | None
+    category: str
+    service: str  # the catalogue service, "" when the host is none's
+    host: str
+    url: str
+    expires_at: int  # Unix seconds: the page's token, not the grace
+    nonce: str = ""
 
 
 def _purpose_key(secret: str, purpose: bytes) -> bytes:
@@ -86,7 +102,7 @@ def _split(token: str) -> tuple[bytes, bytes]:
         raise TokenError("malformed token") from None
 
 
-def _payload(claim: RequestClaim | LinkClaim) -> bytes:
+def _payload(claim: RequestClaim | LinkClaim | ContinueClaim) -> bytes:
     """The claim as compact JSON with sorted keys: one object of its fields, made once per block (orjson: ~1 µs,
     where `asdict` and `json.dumps` took ~20)."""
     fields = {name: getattr(claim, name) for name in claim.__dataclass_fields__}
@@ -159,3 +175,27 @@ def form_token_problem(token: str, secret: str, head: str, page: str, now: datet
     if (now or datetime.now(UTC)).timestamp() >= expires_at:
         return "expired"
     return None
+
+
+def sign_continue(claim: ContinueClaim, secret: str) -> str:
+    """A caution page's continue token, under its own key (a request token can never pass for one)."""
+    if not claim.nonce:
+        claim = replace(claim, nonce=secrets.token_urlsafe(8))
+    payload = _payload(claim)
+    mac = hmac.new(_purpose_key(secret, CONTINUE_PURPOSE), payload, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(mac)}"
+
+
+def verify_continue(token: str, secret: str, now: datetime | None = None) -> ContinueClaim:
+    """The claim of a continue token, or TokenError: bad shape, forged or altered (or another kind), expired."""
+    payload, mac = _split(token)
+    expected = hmac.new(_purpose_key(secret, CONTINUE_PURPOSE), payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, expected):
+        raise TokenError("token signature does not match: forged, altered or from another server")
+    try:
+        claim = ContinueClaim(**json.loads(payload))
+    except (ValueError, TypeError):
+        raise TokenError("malformed token payload") from None
+    if (now or datetime.now(UTC)).timestamp() >= claim.expires_at:
+        raise TokenError("token expired: open the site again")
+    return claim

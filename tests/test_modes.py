@@ -191,3 +191,22 @@ def test_the_answer_and_its_headers_say_which_mode_decided(tmp_path) -> None:  #
     assert b"This service needs approval" in cautioned and b"X-Clearance-Mode: caution\r\n" in cautioned
     enforced = answer_of(app, "stranger")
     assert b"X-Clearance-Decision: block\r\n" in enforced and b"X-Clearance-Mode: enforce\r\n" in enforced
+
+
+def test_a_continue_token_is_its_own_kind_and_binds_what_it_says() -> None:
+    from policy.tokens import ContinueClaim, RequestClaim, TokenError, sign, sign_continue, verify, verify_continue
+
+    claim = ContinueClaim(
+        "cat", "10.0.0.1", "web-im", "whatsapp", "web.whatsapp.com", "https://web.whatsapp.com/", 2**40
+    )
+    token = sign_continue(claim, "s3cret")
+    back = verify_continue(token, "s3cret")
+    assert (back.user, back.client_ip, back.service, back.url) == ("cat", "10.0.0.1", "whatsapp", claim.url)
+    with pytest.raises(TokenError):
+        verify(token, "s3cret")  # not a request token
+    with pytest.raises(TokenError):
+        verify_continue(sign(RequestClaim("cat", None, "web-im", "web.whatsapp.com", 2**40), "s3cret"), "s3cret")
+    with pytest.raises(TokenError):
+        verify_continue(token, "another-secret")
+    with pytest.raises(TokenError, match="expired"):
+        verify_continue(sign_continue(dataclasses.replace(claim, expires_at=1), "s3cret"), "s3cret")

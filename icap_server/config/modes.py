@@ -8,13 +8,14 @@ What monitor and caution see is counted for `clearance report discovery`, kept `
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-from icap_server.config.types import AtLeastOne, Section
+from icap_server.config.types import AtLeastOne, Section, wrong
 
 ModeName = Literal["enforce", "monitor", "caution"]
+Minutes = Annotated[float, wrong("must be greater than 0 minutes", gt=0)]
 
 
 class ModesConfig(Section, frozen=True):
@@ -22,4 +23,5 @@ class ModesConfig(Section, frozen=True):
     departments: dict[str, ModeName] = msgspec.field(default_factory=dict)
     services: dict[str, ModeName] = msgspec.field(default_factory=dict)
     categories: dict[str, ModeName] = msgspec.field(default_factory=dict)
+    caution_grace_minutes: Minutes = 60.0  # how long a caution page's "continue" lets one person through
     discovery_keep_days: AtLeastOne = 90  # how long the counts behind `report discovery` are kept

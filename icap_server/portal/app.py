@@ -51,6 +51,7 @@ from icap_server.portal.digest import Digest
 from icap_server.portal.heads import HeadsWorkspace
 from icap_server.portal.limits import RateLimit, cross_site, origin_of
 from icap_server.portal.links import base_url
+from icap_server.portal.proceed import CautionContinue
 from icap_server.portal.report_page import report_route
 from icap_server.portal.security import SecurityHeaders, check_claim, peer, read_form
 from policy.directory import Directory
@@ -90,6 +91,7 @@ class Portal:
             Route("/style.css", self.style, methods=["GET"]),
             Route("/portal.css", self.style, methods=["GET"]),  # its old address
             *HeadsWorkspace(self).routes(),  # the heads' workspace: /heads, /heads/link, /heads/act
+            *CautionContinue(self).routes(),  # a caution page's "continue": /continue (proceed.py)
             Route("/report", self.report, methods=["GET"]),  # the printable access report (report_page.py)
         ]
         handlers: dict[Any, Any] = {

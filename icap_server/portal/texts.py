@@ -84,6 +84,14 @@ MESSAGES: dict[str, tuple[int, str, str]] = {
         N_("The form is too large. Shorten the justification and send it again."),
     ),
     "method": (405, N_("Not allowed"), N_("Use the form on a block page.")),
+    "continue-refused": (
+        403,
+        N_("Continuing is no longer possible"),
+        N_(
+            "This service is now enforced for you, so the caution page's Continue no longer applies. Nothing "
+            "was recorded. Ask for approval from the block page."
+        ),
+    ),
     "cross-site": (
         403,
         N_("Sent from another site"),

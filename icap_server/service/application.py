@@ -6,6 +6,7 @@ runs the very same code on a request it builds itself.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from blockpages.negotiate import choose_format, choose_language
-from blockpages.render import REQUESTABLE, BlockFacts, RequestForm, ServiceName
+from blockpages.render import REQUESTABLE, BlockFacts, ContinueForm, RequestForm, ServiceName
 from icap_server.config import Config
 from icap_server.protocol import ICAPRequest, QuickRequest, Response, token_list
 from icap_server.service import responses
@@ -31,7 +32,7 @@ from policy.rollout import apply_mode
 from policy.services import Service
 from policy.state import PolicyState
 from policy.tenants import Injection, restrict
-from policy.tokens import RequestClaim, sign
+from policy.tokens import ContinueClaim, RequestClaim, sign, sign_continue
 
 SERVICES: dict[str, frozenset[str]] = {
     "/reqmod": frozenset({"REQMOD"}),
@@ -286,10 +287,29 @@ class Application:
         )
         fmt = choose_format(asked.accept)
         language = choose_language(asked.accept_language, self.config.blockpages.default_language)
-        page = self.pages.render(facts, fmt, language, self.request_form(verdict, now))
+        proceed = self.continue_form(verdict, asked, now)
+        page = self.pages.render(facts, fmt, language, self.request_form(verdict, now), proceed)
         fields = responses.decision_fields(decision, verdict.reference)
         tag = responses.istag(verdict.version)
         return responses.http_forbidden(tag, page.body, page.content_type, verdict.reference, page.headers, fields)
+
+    def continue_form(self, verdict: Verdict, asked: Asked, now: datetime) -> ContinueForm | None:
+        """A caution page's "continue", when a portal is set up and the person is named (a grace needs someone)."""
+        portal, decision, user = self.portal, verdict.decision, verdict.identity.user
+        if portal is None or decision is None or decision.action is not Action.CAUTION or not user or not verdict.host:
+            return None
+        claim = ContinueClaim(
+            user,
+            verdict.identity.client_ip,
+            decision.category or "",
+            decision.service or "",
+            verdict.host,
+            return_url(asked, verdict.host),
+            int(now.timestamp()) + portal.token_ttl_s,
+        )
+        action = f"{portal.base_url.rstrip('/')}/continue"
+        minutes = math.ceil(self.config.modes.caution_grace_minutes)  # as the page says it: whole minutes
+        return ContinueForm(action, sign_continue(claim, portal.secret), minutes)
 
     def request_form(self, verdict: Verdict, now: datetime) -> RequestForm | None:
         """The "Request access" form, when a portal is set up and a request could lift this block."""
@@ -315,6 +335,14 @@ class Application:
             max_days=portal.max_days,
             min_chars=self.config.approvals.min_justification_chars,
         )
+
+
+def return_url(asked: Asked, host: str) -> str:
+    """Where "continue" sends the browser back to: the request's absolute URL, or the site for a CONNECT."""
+    target = asked.target
+    if asked.method != "CONNECT" and target.lower().startswith(("http://", "https://")):
+        return target
+    return f"https://{host}/"
 
 
 def service_name(service: Service | None) -> ServiceName | None:

@@ -52,6 +52,7 @@ from policy.store import (
     ChangeFeed,
     DirectoryChanged,
     ExemptionsChanged,
+    GraceGranted,
     HostsAdded,
     ModesChanged,
     PolicyStore,
@@ -116,6 +117,7 @@ class PolicySync:
             RulesChanged: self._set_rules,
             ServicesChanged: self._switch_services,
             ModesChanged: self._set_modes,
+            GraceGranted: self._put_graces,
             StoreInitialised: self._store_changed,
             StoreReset: self._store_changed,
         }
@@ -258,6 +260,11 @@ class PolicySync:
 
     async def _set_modes(self, state: PolicyState, change: ModesChanged) -> None:
         state.modes = ModeTable.build(Mode.ENFORCE, change.modes)
+
+    async def _put_graces(self, state: PolicyState, change: GraceGranted) -> None:
+        state.graces.prune(time.time())
+        for grace in change.graces:
+            state.graces.put(grace)
 
     async def _switch_services(self, state: PolicyState, change: ServicesChanged) -> None:
         await self.resync(f"{change.kind} changed")  # a service's entries join or leave the index: rebuild it

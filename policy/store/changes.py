@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, get_args, get_type_hints
 
 from policy.approvals import Approval
-from policy.modes import ModeSetting
+from policy.modes import Grace, ModeSetting
 from policy.rules import Rule
 from policy.services import Service
 from policy.state import Exemption
@@ -133,6 +133,15 @@ class ModesChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GraceGranted:
+    """A person continued past a caution page: their grace for one service (or host), until it runs out."""
+
+    kind: ClassVar[str] = "grace"
+    version: int = 0
+    graces: tuple[Grace, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreInitialised:
     """A store without an identity was given one (and the default lists): workers reload it.
 
@@ -164,6 +173,7 @@ Change = (
     | RulesChanged
     | ServicesChanged
     | ModesChanged
+    | GraceGranted
     | StoreInitialised
     | StoreReset
 )
@@ -178,6 +188,7 @@ KINDS: tuple[type[Change], ...] = (
     RulesChanged,
     ServicesChanged,
     ModesChanged,
+    GraceGranted,
     StoreInitialised,
     StoreReset,
 )

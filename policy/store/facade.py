@@ -13,6 +13,8 @@ Layout (all keys under the configurable prefix, default `clearance:`):
 - `rules` (hash): rule id -> rule JSON (allow-list entries and path rules); `rule:seq` (counter)
 - `discovery:{day}`, `discovery:{day}:last` (hashes), `discovery:days` (set): sightings in monitor and
   caution mode, counted per day (`policy.store.discovery`)
+- `graces` (hash), `grace:count` (hash): the caution pages' continues in force, and how often each person
+  continued (`policy.store.graces`)
 - `modes` (hash): `{scope}:{name}` -> a roll-out mode setting's JSON (`policy.modes.ModeSetting`)
 - `services` (hash): service id -> an admin's service JSON (an added service, or an override of a shipped one)
 - `requests` (hash): access request id -> request JSON (from the portal); `request:seq` (counter);

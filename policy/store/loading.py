@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 from policy.categories import NO_MATCH, CategoryMatch, lookup_keys
-from policy.modes import Mode, ModeTable
+from policy.modes import GraceIndex, Mode, ModeTable
 from policy.rules import RuleIndex
 from policy.state import ApprovalIndex, PolicyState, ServiceCatalogue
 from policy.store.directory import DirectoryPart
 from policy.store.discovery import DiscoveryPart
+from policy.store.graces import GracesPart
 from policy.store.identity import IdentityPart
 from policy.store.modes import ModesPart
 from policy.store.requests import RequestsPart
 from policy.store.services import ServicesPart
 
 
-class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, ServicesPart, ModesPart, DiscoveryPart):
+class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, ServicesPart, ModesPart, DiscoveryPart, GracesPart):
     async def load_state(self) -> PolicyState:
         """Everything, for a serve process: version (and epoch) first, so later changes are re-applied, never missed.
 
@@ -57,6 +60,7 @@ class LoadingPart(IdentityPart, RequestsPart, DirectoryPart, ServicesPart, Modes
         state.exemptions = tuple(await self.exemptions())
         state.services = ServiceCatalogue(await self.admin_services())  # the caller puts the shipped ones first
         state.modes = ModeTable.build(Mode.ENFORCE, await self.list_modes())  # over the config file's, when judged
+        state.graces = GraceIndex({grace.id: grace for grace in await self.graces(time.time())})
 
     async def lookup_categories(self, host: str) -> CategoryMatch:
         state = await self.state_for(host)
