@@ -109,20 +109,29 @@ def _payload(claim: RequestClaim | LinkClaim | ContinueClaim) -> bytes:
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
+def _signed(claim: RequestClaim | LinkClaim | ContinueClaim, key: bytes) -> str:
+    """`payload.mac`: the claim's compact JSON and its HMAC under `key`."""
+    payload = _payload(claim)
+    return f"{_b64(payload)}.{_b64(hmac.new(key, payload, hashlib.sha256).digest())}"
+
+
+def _checked_payload(token: str, key: bytes, what: str) -> bytes:
+    """The token's payload once its MAC under `key` matches; TokenError (naming `what`) otherwise."""
+    payload, mac = _split(token)
+    if not hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
+        raise TokenError(f"{what} signature does not match: forged, altered or from another server")
+    return payload
+
+
 def sign(claim: RequestClaim, secret: str) -> str:
     if not claim.nonce:
         claim = replace(claim, nonce=secrets.token_urlsafe(8))
-    payload = _payload(claim)
-    mac = hmac.new(secret.encode(), payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(mac)}"
+    return _signed(claim, secret.encode())
 
 
 def verify(token: str, secret: str, now: datetime | None = None) -> RequestClaim:
     """The claim inside a token, or TokenError: bad shape, bad signature (forged or another secret), expired."""
-    payload, mac = _split(token)
-    expected = hmac.new(secret.encode(), payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, expected):
-        raise TokenError("token signature does not match: forged, altered or from another server")
+    payload = _checked_payload(token, secret.encode(), "token")
     try:
         claim = RequestClaim(**json.loads(payload))
     except (ValueError, TypeError):
@@ -137,17 +146,12 @@ def sign_link(claim: LinkClaim, secret: str) -> str:
     """A link token (a fresh nonce unless the claim has one), under the links' own key."""
     if not claim.nonce:
         claim = LinkClaim(claim.head, claim.item, claim.actions, claim.expires_at, secrets.token_urlsafe(12))
-    payload = _payload(claim)
-    mac = hmac.new(_purpose_key(secret, LINK_PURPOSE), payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(mac)}"
+    return _signed(claim, _purpose_key(secret, LINK_PURPOSE))
 
 
 def verify_link(token: str, secret: str, now: datetime | None = None) -> LinkClaim:
     """The claim of a link, or TokenError: bad shape, bad signature (forged, altered, or not a link), expired."""
-    payload, mac = _split(token)
-    expected = hmac.new(_purpose_key(secret, LINK_PURPOSE), payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, expected):
-        raise TokenError("link signature does not match: forged, altered or from another server")
+    payload = _checked_payload(token, _purpose_key(secret, LINK_PURPOSE), "link")
     try:
         record = json.loads(payload)
         claim = LinkClaim(**{**record, "actions": tuple(record["actions"])})
@@ -181,17 +185,12 @@ def sign_continue(claim: ContinueClaim, secret: str) -> str:
     """A caution page's continue token, under its own key (a request token can never pass for one)."""
     if not claim.nonce:
         claim = replace(claim, nonce=secrets.token_urlsafe(8))
-    payload = _payload(claim)
-    mac = hmac.new(_purpose_key(secret, CONTINUE_PURPOSE), payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(mac)}"
+    return _signed(claim, _purpose_key(secret, CONTINUE_PURPOSE))
 
 
 def verify_continue(token: str, secret: str, now: datetime | None = None) -> ContinueClaim:
     """The claim of a continue token, or TokenError: bad shape, forged or altered (or another kind), expired."""
-    payload, mac = _split(token)
-    expected = hmac.new(_purpose_key(secret, CONTINUE_PURPOSE), payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, expected):
-        raise TokenError("token signature does not match: forged, altered or from another server")
+    payload = _checked_payload(token, _purpose_key(secret, CONTINUE_PURPOSE), "token")
     try:
         claim = ContinueClaim(**json.loads(payload))
     except (ValueError, TypeError):
