@@ -18,8 +18,9 @@ from icap_server.admin.audit import FORMATS, parse_since
 from icap_server.admin.output import Line, print_rows
 from icap_server.admin.support import StoreAction
 from icap_server.config import Config
+from icap_server.service.application import decision_settings
 from icap_server.service.explain import served_state
-from policy.decision import DecisionSettings, RequestFacts, judge
+from policy.decision import RequestFacts, judge
 from policy.discovery import DiscoveryRow, summarise
 from policy.readiness import ReadinessRow, readiness
 from policy.state import PolicyState
@@ -78,11 +79,7 @@ def discovery_command(args: argparse.Namespace, config: Config) -> StoreAction:
 def readiness_command(args: argparse.Namespace, config: Config) -> StoreAction:
     """Each person's use judged as `enforce` would judge it now: approvals and exemptions count, modes do not."""
     zone = ZoneInfo(config.policy.timezone)
-    settings = DecisionSettings(
-        frozenset(config.policy.restricted_categories),
-        frozenset(config.policy.forbidden_categories),
-        config.approvals.on_review_overdue,
-    )
+    settings = decision_settings(config)
 
     async def action(store: PolicyStore) -> int:
         rows = summarise(await store.read_discovery(), args.department)

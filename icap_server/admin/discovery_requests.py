@@ -16,8 +16,9 @@ from functools import partial
 
 from icap_server.admin.support import StoreAction, UsageError
 from icap_server.config import Config
+from icap_server.service.application import decision_settings
 from icap_server.service.explain import served_state
-from policy.decision import DecisionSettings, RequestFacts, judge
+from policy.decision import RequestFacts, judge
 from policy.discovery import DiscoveryRow, summarise
 from policy.requests import AccessRequest, open_key
 from policy.services import Service
@@ -42,11 +43,7 @@ def add_create_from_discovery(requests: argparse._SubParsersAction) -> None:  # 
 def create_from_discovery(args: argparse.Namespace, config: Config) -> StoreAction:
     if not 1 <= args.days <= config.approvals.max_validity_days:
         raise UsageError(f"--days: expected 1 to {config.approvals.max_validity_days}, got {args.days}")
-    settings = DecisionSettings(
-        frozenset(config.policy.restricted_categories),
-        frozenset(config.policy.forbidden_categories),
-        config.approvals.on_review_overdue,
-    )
+    settings = decision_settings(config)
 
     def wanted(row: DiscoveryRow) -> bool:
         return row.service == args.service if args.service else (not row.service and row.category == args.category)

@@ -126,11 +126,7 @@ class Application:
     def __init__(self, config: Config, policy: PolicySource) -> None:
         self.config = config
         self.policy = policy
-        self.settings = DecisionSettings(
-            restricted=frozenset(config.policy.restricted_categories),
-            forbidden=frozenset(config.policy.forbidden_categories),
-            on_review_overdue=config.approvals.on_review_overdue,
-        )
+        self.settings = decision_settings(config)
         self.timezone = ZoneInfo(config.policy.timezone)
         self.usage = UsageRecorder()
         self.discovery = DiscoveryRecorder(self.timezone, config.modes.discovery_keep_days)  # monitor, caution
@@ -335,6 +331,15 @@ class Application:
             max_days=portal.max_days,
             min_chars=self.config.approvals.min_justification_chars,
         )
+
+
+def decision_settings(config: Config) -> DecisionSettings:
+    """What the decision reads of the config: the filter's, and the admin commands that judge as it would."""
+    return DecisionSettings(
+        restricted=frozenset(config.policy.restricted_categories),
+        forbidden=frozenset(config.policy.forbidden_categories),
+        on_review_overdue=config.approvals.on_review_overdue,
+    )
 
 
 def return_url(asked: Asked, host: str) -> str:
